@@ -1,0 +1,26 @@
+// Portability macros shared by every csrc header that compiles for host and device.
+#pragma once
+#include <cstdint>
+
+#if defined(__CUDACC__) || defined(__HIPCC__)
+#define LRF_HD __host__ __device__ __forceinline__
+#else
+#define LRF_HD inline __attribute__((always_inline))
+#endif
+
+namespace lrfused {
+
+// Layout of the per-device float64 `sched_state` tensor (length SCHED_LAST_LR + 2 * num_groups).
+enum SchedSlot : int {
+  SCHED_STEP = 0,            // k: number of applied (not skipped) steps
+  SCHED_PLATEAU_BEST = 1,    // ReduceLROnPlateau: best metric so far (+-inf before the first report)
+  SCHED_PLATEAU_BAD = 2,     // num_bad_epochs
+  SCHED_PLATEAU_COOLDOWN = 3,// cooldown_counter
+  SCHED_PLATEAU_EPOCH = 4,   // number of metrics reported
+  SCHED_LAST_LR = 8,         // [8, 8 + G): lr applied by the latest step, per group
+  // [8 + G, 8 + 2G): ReduceLROnPlateau's current lr per group (initialised to the group's base lr)
+};
+
+LRF_HD int sched_plateau_lr_slot(int num_groups, int group) { return SCHED_LAST_LR + num_groups + group; }
+
+}  // namespace lrfused

@@ -1,0 +1,7 @@
+// The eager fast path: a launch plan cached per parameter set (see optim_cpu.cpp / plan.cpp).
+#pragma once
+#include <torch/extension.h>
+
+namespace lrfused {
+void bind_plan(pybind11::module& module);
+}

@@ -1,0 +1,8 @@
+"""lrfused: fused optimizer + learning-rate schedule kernels for PyTorch."""
+from ._ops import has_cuda
+from . import schedules
+from .optim import SGD, Adam, AdamW
+
+__version__ = "0.1.0"
+
+__all__ = ["SGD", "Adam", "AdamW", "schedules", "has_cuda", "__version__"]

@@ -1,0 +1,45 @@
+"""Loading of the compiled extension and the fake (meta) implementations of its ops."""
+import torch
+
+try:
+    from . import _C  # noqa: F401  (importing registers the TORCH_LIBRARY ops)
+except ImportError as exc:  # pragma: no cover - exercised only on a broken install
+    raise ImportError(
+        "lrfused's compiled extension (lrfused._C) is not built or does not match this torch "
+        f"({torch.__version__}). Build it from the source tree with\n"
+        "    pip install --no-build-isolation -e .\n"
+        "or `make install` (see README.md). Original error: " + str(exc)
+    ) from exc
+
+ops = torch.ops.lrfused
+
+
+@torch.library.register_fake("lrfused::fused_step_")
+def _fused_step_fake(params, grads, state1, state2, state3, steps, sched_state, program, group_index,
+                     optimizer, flags, hyper, grad_scale, found_inf, grad_factor):
+    return None
+
+
+@torch.library.register_fake("lrfused::advance_")
+def _advance_fake(sched_state, found_inf):
+    return None
+
+
+@torch.library.register_fake("lrfused::plateau_report_")
+def _plateau_report_fake(sched_state, metric, config, num_groups):
+    return None
+
+
+@torch.library.register_fake("lrfused::schedule_lrs")
+def _schedule_lrs_fake(program, steps, base_lr):
+    return torch.empty(steps.shape, dtype=torch.float64, device=steps.device)
+
+
+@torch.library.register_fake("lrfused::schedule_momenta")
+def _schedule_momenta_fake(program, steps, fallback):
+    return torch.empty(steps.shape, dtype=torch.float64, device=steps.device)
+
+
+def has_cuda() -> bool:
+    """True when the CUDA kernels were built and a GPU is visible."""
+    return bool(_C.built_with_cuda()) and torch.cuda.is_available()

@@ -1,0 +1,5 @@
+"""Learning-rate schedules (placeholder; being written)."""
+
+
+class Schedule:
+    pass
