@@ -68,12 +68,12 @@ void cpu_group_step(const GroupStep& step, const cpu::TensorRef* refs, int64_t n
 
 at::Tensor real_view(const at::Tensor& t) { return t.is_complex() ? at::view_as_real(t) : t; }
 
-namespace {
-// True when t can be walked as a flat array in the same element order as `layout`.
 bool flat_compatible(const at::Tensor& t, const at::Tensor& layout) {
   return t.is_non_overlapping_and_dense() && t.sizes() == layout.sizes() &&
          (t.numel() <= 1 || t.strides() == layout.strides());
 }
+
+namespace {
 
 at::Tensor working_copy(const at::Tensor& t, const at::Tensor& layout, Staging& staging) {
   if (flat_compatible(t, layout)) return t;

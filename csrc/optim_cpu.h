@@ -52,6 +52,9 @@ cpu::TensorRef make_tensor_ref(const at::Tensor& param, const at::Tensor& grad, 
 
 at::Tensor real_view(const at::Tensor& t);
 
+// True when t can be walked as a flat array in the same element order as `layout`.
+bool flat_compatible(const at::Tensor& t, const at::Tensor& layout);
+
 // k += 1 unless found_inf is set.
 void cpu_advance(const at::Tensor& sched_state, const std::optional<at::Tensor>& found_inf);
 

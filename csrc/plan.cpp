@@ -20,9 +20,16 @@ struct Bucket {
   at::ScalarType param_type;
   at::ScalarType state_type;
   bool on_cpu = true;
-  // Per-step scratch, reused: indices of params with a gradient and their kernel views.
-  std::vector<at::Tensor> grads;
-  std::vector<cpu::TensorRef> refs;
+  // CPU: kernel views built once. The state and step buffers belong to the optimizer and are replaced
+  // only through load_state_dict (which rebuilds the plan), so their pointers are cached; the param and
+  // grad pointers are read afresh every step. Skipping the state tensors' TensorImpls keeps a step over
+  // 10 000 small tensors from being a chain of cache misses.
+  std::vector<cpu::TensorRef> cached;
+  std::vector<uint8_t> staged;  // param or state not walkable flat: built per step with copies
+  // Per-step scratch, reused.
+  std::vector<at::Tensor> grads;          // non-CPU buckets
+  std::vector<cpu::TensorRef> refs;       // CPU buckets: this step's views
+  std::vector<int64_t> staged_now;        // indices into params that go through make_tensor_ref
 };
 
 class Plan {
@@ -53,6 +60,7 @@ class Plan {
     b.state2 = std::move(state2);
     b.state3 = std::move(state3);
     b.steps = std::move(steps);
+    if (b.on_cpu) cache_views(b);
     const at::Tensor& state = b.step.sched_state;
     if (std::find_if(sched_states_.begin(), sched_states_.end(),
                      [&](const at::Tensor& t) { return t.is_same(state); }) == sched_states_.end()) {
@@ -72,19 +80,25 @@ class Plan {
     // Gather and check every gradient before any bucket runs.
     for (Bucket& b : buckets_) {
       b.grads.clear();
+      b.refs.clear();
+      b.staged_now.clear();
       for (size_t i = 0; i < b.params.size(); ++i) {
         const at::Tensor& p = b.params[i];
         const at::Tensor& g = p.grad();
-        if (!g.defined()) {
-          b.grads.emplace_back();
+        if (!g.defined()) continue;
+        check_grad(p, g);
+        if (!b.on_cpu) {
+          b.grads.push_back(g);
           continue;
         }
-        TORCH_CHECK(!g.is_sparse(), "lrfused: a parameter of shape ", p.sizes(),
-                    " has a sparse gradient; lrfused does not support sparse gradients");
-        TORCH_CHECK(g.scalar_type() == p.scalar_type() && g.sizes() == p.sizes() && g.device() == p.device(),
-                    "lrfused: a gradient (", g.scalar_type(), ", ", g.sizes(), ", ", g.device(),
-                    ") does not match its parameter (", p.scalar_type(), ", ", p.sizes(), ", ", p.device(), ")");
-        b.grads.push_back(g);
+        if (b.staged[i] || !flat_compatible(g, p)) {
+          b.staged_now.push_back(static_cast<int64_t>(i));
+          continue;
+        }
+        cpu::TensorRef r = b.cached[i];
+        r.param = p.data_ptr();
+        r.grad = g.data_ptr();
+        b.refs.push_back(r);
       }
     }
     for (Bucket& b : buckets_) {
@@ -115,12 +129,40 @@ class Plan {
   int64_t num_buckets() const { return static_cast<int64_t>(buckets_.size()); }
 
  private:
+  static void check_grad(const at::Tensor& p, const at::Tensor& g) {
+    TORCH_CHECK(!g.is_sparse(), "lrfused: a parameter of shape ", p.sizes(),
+                " has a sparse gradient; lrfused does not support sparse gradients");
+    TORCH_CHECK(g.scalar_type() == p.scalar_type() && g.sizes() == p.sizes() && g.device() == p.device(),
+                "lrfused: a gradient (", g.scalar_type(), ", ", g.sizes(), ", ", g.device(),
+                ") does not match its parameter (", p.scalar_type(), ", ", p.sizes(), ", ", p.device(), ")");
+  }
+
+  static void cache_views(Bucket& b) {
+    const size_t n = b.params.size();
+    b.cached.assign(n, cpu::TensorRef{});
+    b.staged.assign(n, 0);
+    for (size_t i = 0; i < n; ++i) {
+      const at::Tensor& p = b.params[i];
+      bool flat = p.is_non_overlapping_and_dense();
+      auto state_ptr = [&](const std::vector<at::Tensor>& list) -> void* {
+        if (list.empty()) return nullptr;
+        flat = flat && flat_compatible(list[i], p);
+        return list[i].data_ptr();
+      };
+      cpu::TensorRef& r = b.cached[i];
+      r.s1 = state_ptr(b.state1);
+      r.s2 = state_ptr(b.state2);
+      r.s3 = state_ptr(b.state3);
+      r.step = b.steps[i].data_ptr<float>();
+      r.numel = p.is_complex() ? 2 * p.numel() : p.numel();  // complex: the real view's elements
+      b.staged[i] = !flat;
+    }
+  }
+
   void run_cpu(Bucket& b) {
-    b.refs.clear();
     Staging staging;
-    for (size_t i = 0; i < b.params.size(); ++i) {
-      if (!b.grads[i].defined()) continue;
-      b.refs.push_back(make_tensor_ref(b.params[i], b.grads[i], b.state1.empty() ? nullptr : &b.state1[i],
+    for (int64_t i : b.staged_now) {
+      b.refs.push_back(make_tensor_ref(b.params[i], b.params[i].grad(), b.state1.empty() ? nullptr : &b.state1[i],
                                        b.state2.empty() ? nullptr : &b.state2[i],
                                        b.state3.empty() ? nullptr : &b.state3[i], b.steps[i], staging));
     }
@@ -137,11 +179,10 @@ class Plan {
                         at::TensorList, const at::Tensor&, const at::Tensor&, int64_t, int64_t, int64_t,
                         at::ArrayRef<double>, const std::optional<at::Tensor>&, const std::optional<at::Tensor>&,
                         const std::optional<at::Tensor>&)>();
-    std::vector<at::Tensor> params, grads, s1, s2, s3, steps;
+    std::vector<at::Tensor> params, s1, s2, s3, steps;
     for (size_t i = 0; i < b.params.size(); ++i) {
-      if (!b.grads[i].defined()) continue;
+      if (!b.params[i].grad().defined()) continue;
       params.push_back(b.params[i]);
-      grads.push_back(b.grads[i]);
       if (!b.state1.empty()) s1.push_back(b.state1[i]);
       if (!b.state2.empty()) s2.push_back(b.state2[i]);
       if (!b.state3.empty()) s3.push_back(b.state3[i]);
@@ -153,7 +194,7 @@ class Plan {
       if (!t) return std::nullopt;
       return t->device() == device ? *t : t->to(device, /*non_blocking=*/true);
     };
-    op.call(params, grads, s1, s2, s3, steps, b.step.sched_state, b.step.program, b.step.group_index,
+    op.call(params, b.grads, s1, s2, s3, steps, b.step.sched_state, b.step.program, b.step.group_index,
             b.step.optimizer, b.step.flags, b.step.hyper, on_device(b.step.grad_scale), on_device(b.step.found_inf),
             on_device(b.step.grad_factor));
   }
