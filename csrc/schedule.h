@@ -7,7 +7,8 @@
 // CUDA kernels and Schedule.lr_at all evaluate the same bytes with the functions below.
 //
 // Plain-nvcc friendly: no std containers, no exceptions, no recursion (composites are walked with an
-// explicit stack of kMaxStack frames; schedules.py refuses programs that would need more).
+// explicit stack of kMaxStack frames; schedules.py refuses programs that would need more), and only the
+// global double functions of <cmath> (cos, pow, ...), which are __host__ __device__ under nvcc.
 #pragma once
 #include <cmath>
 #include "lrf_common.h"
@@ -114,7 +115,7 @@ LRF_HD bool expand(const double* n, int64_t k, Frame* stack, int& top) {
 LRF_HD void cyclic_factors(const double* p, int64_t k, double* s_out, double* g_out) {
   const double total = p[2], ratio = p[3];
   const double kd = static_cast<double>(k);
-  const double cycle = std::floor(1.0 + kd / total);
+  const double cycle = floor(1.0 + kd / total);
   const double x = 1.0 + kd / total - cycle;
   *s_out = x <= ratio ? x / ratio : (x - 1.0) / (ratio - 1.0);
   const int scale = static_cast<int>(p[4]);
@@ -122,9 +123,9 @@ LRF_HD void cyclic_factors(const double* p, int64_t k, double* s_out, double* g_
   const double arg = by_cycle ? cycle : kd;
   double g = 1.0;
   if (scale == 1) {
-    g = 1.0 / std::pow(2.0, arg - 1.0);
+    g = 1.0 / pow(2.0, arg - 1.0);
   } else if (scale == 2) {
-    g = std::pow(p[5], arg);
+    g = pow(p[5], arg);
   } else if (scale == 3) {
     const int64_t n = as_int(p[10]);
     // The table holds scale_fn(1), scale_fn(2), ... by cycle, or scale_fn(0), scale_fn(1), ... by step.
@@ -137,7 +138,7 @@ LRF_HD void cyclic_factors(const double* p, int64_t k, double* s_out, double* g_
 
 LRF_HD double anneal(int strategy, double start, double end, double pct) {
   if (strategy == 0) {
-    const double cos_out = std::cos(kPi * pct) + 1.0;
+    const double cos_out = cos(kPi * pct) + 1.0;
     return end + (start - end) / 2.0 * cos_out;
   }
   return (end - start) * pct + start;
@@ -180,7 +181,7 @@ LRF_HD double hf_lr_factor(int kind, const double* p, int64_t k_int, double b) {
       if (k < w) return hf_warmup(k, w);
       const double r = p[5] != 0.0 ? p[4] / b : p[3];
       const double progress = (k - w) / max_d(1.0, t - w);
-      double f = 0.5 * (1.0 + std::cos(kPi * cycles * 2.0 * progress));
+      double f = 0.5 * (1.0 + cos(kPi * cycles * 2.0 * progress));
       f = f * (1.0 - r) + r;
       return max_d(0.0, f);
     }
@@ -189,7 +190,7 @@ LRF_HD double hf_lr_factor(int kind, const double* p, int64_t k_int, double b) {
       if (k < w) return hf_warmup(k, w);
       const double progress = (k - w) / max_d(1.0, t - w);
       if (progress >= 1.0) return 0.0;
-      return max_d(0.0, 0.5 * (1.0 + std::cos(kPi * std::fmod(cycles * progress, 1.0))));
+      return max_d(0.0, 0.5 * (1.0 + cos(kPi * fmod(cycles * progress, 1.0))));
     }
     case HF_POLYNOMIAL: {
       const double t = p[1], lr_end = p[2], power = p[3];
@@ -198,12 +199,12 @@ LRF_HD double hf_lr_factor(int kind, const double* p, int64_t k_int, double b) {
       if (k > t) return lr_end / lr_init;
       // t == w: HF divides by zero here; the decay is over, so lr_end (the continuous limit).
       const double pct_remaining = t > w ? 1.0 - (k - w) / (t - w) : 0.0;
-      return ((lr_init - lr_end) * std::pow(pct_remaining, power) + lr_end) / lr_init;
+      return ((lr_init - lr_end) * pow(pct_remaining, power) + lr_end) / lr_init;
     }
     case HF_INVERSE_SQRT: {
       const double tau = p[1];
       if (k < w) return hf_warmup(k, w);
-      return 1.0 / std::sqrt((k + (tau - w)) / tau);
+      return 1.0 / sqrt((k + (tau - w)) / tau);
     }
     case HF_COSINE_WARMUP_MIN_LR: {
       const double t = p[1], cycles = p[2];
@@ -214,7 +215,7 @@ LRF_HD double hf_lr_factor(int kind, const double* p, int64_t k_int, double b) {
       }
       const double r = p[5] != 0.0 ? p[4] / b : p[3];
       const double progress = (k - w + 1.0) / max_d(1.0, t - w);
-      double f = 0.5 * (1.0 + std::cos(kPi * cycles * 2.0 * progress));
+      double f = 0.5 * (1.0 + cos(kPi * cycles * 2.0 * progress));
       f = f * (1.0 - r) + r;
       return max_d(0.0, f);
     }
@@ -224,8 +225,8 @@ LRF_HD double hf_lr_factor(int kind, const double* p, int64_t k_int, double b) {
       if (k < w) {
         const double prog = k / max_d(1.0, w);
         double f = warm == 0 ? prog
-                 : warm == 1 ? 0.5 * (1.0 - std::cos(kPi * prog))
-                             : 1.0 - std::sqrt(1.0 - prog);
+                 : warm == 1 ? 0.5 * (1.0 - cos(kPi * prog))
+                             : 1.0 - sqrt(1.0 - prog);
         f = f * (1.0 - r) + r;
         return max_d(0.0, f);
       }
@@ -233,8 +234,8 @@ LRF_HD double hf_lr_factor(int kind, const double* p, int64_t k_int, double b) {
       if (k < w + s + d) {
         const double prog = (k - w - s) / max_d(1.0, d);
         double f = decay == 0 ? 1.0 - prog
-                 : decay == 1 ? 0.5 * (1.0 + std::cos(kPi * cycles * 2.0 * prog))
-                              : 1.0 - std::sqrt(prog);
+                 : decay == 1 ? 0.5 * (1.0 + cos(kPi * cycles * 2.0 * prog))
+                              : 1.0 - sqrt(prog);
         f = f * (1.0 - r) + r;
         return max_d(0.0, f);
       }
@@ -257,12 +258,12 @@ LRF_HD double leaf_lr(const double* n, int64_t k, double b, const double* platea
       return b * p[1 + min_i64(k, count - 1)];
     }
     case STEP:
-      return b * std::pow(p[1], static_cast<double>(k / as_int(p[0])));
+      return b * pow(p[1], static_cast<double>(k / as_int(p[0])));
     case MULTI_STEP: {
       const int64_t count = as_int(p[1]);
       int64_t passed = 0;
       for (int64_t i = 0; i < count; ++i) passed += as_int(p[2 + i]) <= k ? 1 : 0;
-      return b * std::pow(p[0], static_cast<double>(passed));
+      return b * pow(p[0], static_cast<double>(passed));
     }
     case CONSTANT_FACTOR: {
       const double factor = p[0];
@@ -275,15 +276,15 @@ LRF_HD double leaf_lr(const double* n, int64_t k, double b, const double* platea
       return b * (s + (e - s) * static_cast<double>(min_i64(total, k)) / static_cast<double>(total));
     }
     case EXPONENTIAL:
-      return b * std::pow(p[0], static_cast<double>(k));
+      return b * pow(p[0], static_cast<double>(k));
     case POLYNOMIAL: {
       const int64_t total = as_int(p[0]);
       const double frac = static_cast<double>(min_i64(total, k)) / static_cast<double>(total);
-      return b * std::pow(1.0 - frac, p[1]);
+      return b * pow(1.0 - frac, p[1]);
     }
     case COSINE: {
       const double eta = p[1];
-      return eta + (b - eta) * (1.0 + std::cos(kPi * static_cast<double>(k) / p[0])) / 2.0;
+      return eta + (b - eta) * (1.0 + cos(kPi * static_cast<double>(k) / p[0])) / 2.0;
     }
     case COSINE_WARM_RESTARTS: {
       int64_t t_i = as_int(p[0]);
@@ -295,7 +296,7 @@ LRF_HD double leaf_lr(const double* n, int64_t k, double b, const double* platea
       } else {
         while (t_cur >= t_i) { t_cur -= t_i; t_i *= mult; }
       }
-      return eta + (b - eta) * (1.0 + std::cos(kPi * static_cast<double>(t_cur) /
+      return eta + (b - eta) * (1.0 + cos(kPi * static_cast<double>(t_cur) /
                                                static_cast<double>(t_i))) / 2.0;
     }
     case CYCLIC: {

@@ -1008,6 +1008,8 @@ def _tabulated_from_torch(cls, fns, total_steps):
     hf = [_from_hf_lambda(fn) for fn in fns] if cls is LambdaLR else [None]
     if all(h is not None for h in hf) and all(h == hf[0] for h in hf):
         return hf[0]
+    if all(fn is fns[0] for fn in fns):  # torch repeats a single lambda once per group
+        fns = fns[:1]
     return cls(fns if len(fns) > 1 else fns[0], total_steps)
 
 
