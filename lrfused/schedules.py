@@ -208,7 +208,11 @@ class Schedule:
         raise NotImplementedError
 
     def _pack(self, group_index: int = 0, num_groups: int = 1) -> torch.Tensor:
-        """The float64 CPU program of this schedule for param group ``group_index`` of ``num_groups``."""
+        """The float64 CPU program of this schedule for param group ``group_index`` of ``num_groups``
+        (a fresh tensor the caller may move or keep)."""
+        return self._program(group_index, num_groups).clone()
+
+    def _program(self, group_index: int, num_groups: int) -> torch.Tensor:
         if not _is_int(num_groups) or num_groups < 1:
             raise ValueError(f"num_groups must be a positive integer, got {num_groups!r}")
         if not _is_int(group_index) or not 0 <= group_index < num_groups:
@@ -226,7 +230,7 @@ class Schedule:
 
     def _host_program(self, group: int) -> torch.Tensor:
         hint = self._group_count_hint()
-        return self._pack(group, hint if hint is not None else group + 1)
+        return self._program(group, hint if hint is not None else group + 1)
 
     # -- evaluation (through the C++) ---------------------------------------------------------------
     def lrs(self, num_steps: int, base_lr: float = 1.0, *, group: int = 0) -> torch.Tensor:
