@@ -40,6 +40,24 @@ bool same_layout(const at::Tensor& a, const at::Tensor& b) {
   return true;
 }
 
+// Complex tensors are updated as their real views (torch does the same: view_as_real).
+at::Tensor real_view(const at::Tensor& t) { return t.is_complex() ? at::view_as_real(t) : t; }
+
+// Working copies for a parameter whose memory the kernel cannot walk flat (a strided slice, or a grad
+// or state whose layout differs from the param's): contiguous copies, copied back after the launch.
+// Device copies on the current stream: no sync, and capturable. Rare by construction.
+struct Staging {
+  std::vector<std::pair<at::Tensor, at::Tensor>> copies;  // (original, contiguous working copy)
+  at::Tensor stage(const at::Tensor& t, bool write_back) {
+    at::Tensor c = t.contiguous();
+    if (write_back && !c.is_same(t)) copies.emplace_back(t, c);
+    return c;
+  }
+  void write_back() {
+    for (auto& c : copies) c.first.copy_(c.second);
+  }
+};
+
 void check_device(const at::Tensor& t, const at::Device& device, const char* what, size_t i) {
   TORCH_CHECK(t.defined(), "lrfused: ", what, "[", i, "] is undefined");
   TORCH_CHECK(t.device() == device, "lrfused: ", what, "[", i, "] is on ", t.device(),
@@ -67,23 +85,11 @@ const float* optional_scalar(const std::optional<at::Tensor>& t, const at::Devic
   return x.const_data_ptr<float>();
 }
 
-// Pointers of one state list: nullptr when the list is empty.
-const std::vector<void*>* state_pointers(at::TensorList list, at::TensorList params, const at::Device& device,
-                                         at::ScalarType state_dtype, const char* what,
-                                         std::vector<void*>& storage) {
-  if (list.empty()) return nullptr;
-  storage.resize(list.size());
-  for (size_t i = 0; i < list.size(); ++i) {
-    const at::Tensor& s = list[i];
-    check_device(s, device, what, i);
-    TORCH_CHECK(s.scalar_type() == state_dtype, "lrfused: ", what, "[", i, "] is ", s.scalar_type(),
-                " but the other state tensors are ", state_dtype, " (one state dtype per call)");
-    TORCH_CHECK(same_layout(params[i], s), "lrfused: ", what, "[", i, "] (shape ", s.sizes(), ", strides ",
-                s.strides(), ") must be dense with the layout of params[", i, "] (shape ", params[i].sizes(),
-                ", strides ", params[i].strides(), ")");
-    storage[i] = s.mutable_data_ptr();
-  }
-  return &storage;
+void check_state(const at::Tensor& s, const at::Device& device, at::ScalarType state_dtype, const char* what,
+                 size_t i) {
+  check_device(s, device, what, i);
+  TORCH_CHECK(s.scalar_type() == state_dtype, "lrfused: ", what, "[", i, "] is ", s.scalar_type(),
+              " but the other state tensors are ", state_dtype, " (one state dtype per call)");
 }
 
 void fused_step_cuda(at::TensorList params, at::TensorList grads, at::TensorList state1, at::TensorList state2,
@@ -143,59 +149,87 @@ void fused_step_cuda(at::TensorList params, at::TensorList grads, at::TensorList
   a.found_inf = optional_scalar(found_inf, device, "found_inf");
   a.grad_factor = optional_scalar(grad_factor, device, "grad_factor");
 
-  at::ScalarType param_dtype = n > 0 ? params[0].scalar_type() : at::kFloat;
-  a.param_dtype = to_gpu_dtype(param_dtype, "params");
-  std::vector<void*> p(n), g(n);
-  std::vector<float*> st(n);
-  std::vector<int64_t> numels(n);
-  for (size_t i = 0; i < n; ++i) {
-    const at::Tensor& param = params[i];
-    const at::Tensor& grad = grads[i];
-    check_device(param, device, "params", i);
-    check_device(grad, device, "grads", i);
-    check_device(steps[i], device, "steps", i);
-    TORCH_CHECK(param.scalar_type() == param_dtype, "lrfused: params[", i, "] is ", param.scalar_type(),
-                " but params[0] is ", param_dtype, " (one dtype per call)");
-    TORCH_CHECK(grad.scalar_type() == param_dtype, "lrfused: grads[", i, "] is ", grad.scalar_type(),
-                " but params[", i, "] is ", param_dtype);
-    TORCH_CHECK(param.is_non_overlapping_and_dense(), "lrfused: params[", i,
-                "] must be dense (non-overlapping, no gaps); got strides ", param.strides());
-    TORCH_CHECK(same_layout(param, grad), "lrfused: grads[", i, "] (shape ", grad.sizes(), ", strides ",
-                grad.strides(), ") must be dense with the layout of params[", i, "] (shape ", param.sizes(),
-                ", strides ", param.strides(), ")");
-    TORCH_CHECK(steps[i].scalar_type() == at::kFloat && steps[i].numel() == 1, "lrfused: steps[", i,
-                "] must be a 1-element float32 tensor, got ", steps[i].scalar_type(), " with shape ",
-                steps[i].sizes());
-    p[i] = param.mutable_data_ptr();
-    g[i] = grad.mutable_data_ptr();  // the unscaled gradient is written back when grad_scale is given
-    st[i] = steps[i].mutable_data_ptr<float>();
-    numels[i] = param.numel();
-  }
-
+  const bool use_state1 = !state1.empty();
+  const bool use_state2 = optimizer == OPT_ADAM;
+  const bool use_state3 = optimizer == OPT_ADAM && amsgrad;
+  const at::ScalarType param_dtype = n > 0 ? real_view(params[0]).scalar_type() : at::kFloat;
   // One state dtype per call: the first state tensor's, or the param dtype when there is no state.
-  at::ScalarType state_dtype = param_dtype;
-  if (!state1.empty()) state_dtype = state1[0].scalar_type();
+  const at::ScalarType state_dtype = use_state1 ? real_view(state1[0]).scalar_type() : param_dtype;
+  a.param_dtype = to_gpu_dtype(param_dtype, "params");
   a.state_dtype = to_gpu_dtype(state_dtype, "state tensors");
   TORCH_CHECK(n == 0 || gpu::supported_dtypes(a.param_dtype, a.state_dtype), "lrfused: ", param_dtype,
               " params cannot have ", state_dtype,
               " state (allowed: the param dtype; float32 for float16/bfloat16 params; bfloat16 for float32)");
-  std::vector<void*> s1, s2, s3;
-  const bool use_state3 = optimizer == OPT_ADAM && amsgrad;
-  const auto* s1p = state_pointers(state1, params, device, state_dtype, "state1", s1);
-  const auto* s2p = state_pointers(state2, params, device, state_dtype, "state2", s2);
-  const auto* s3p = use_state3 ? state_pointers(state3, params, device, state_dtype, "state3", s3) : nullptr;
+
+  const c10::cuda::CUDAGuard guard(device);  // staging copies below run on this device's current stream
+  const bool unscale = a.grad_scale != nullptr;
+  Staging staging;
+  std::vector<at::Tensor> keep;  // staged working copies, alive until the kernels are enqueued
+  std::vector<void*> p(n), g(n), s1(use_state1 ? n : 0), s2(use_state2 ? n : 0), s3(use_state3 ? n : 0);
+  std::vector<float*> st(n);
+  std::vector<int64_t> numels(n);
+  for (size_t i = 0; i < n; ++i) {
+    check_device(params[i], device, "params", i);
+    check_device(grads[i], device, "grads", i);
+    check_device(steps[i], device, "steps", i);
+    TORCH_CHECK(params[i].is_complex() == grads[i].is_complex(), "lrfused: grads[", i, "] is ",
+                grads[i].scalar_type(), " but params[", i, "] is ", params[i].scalar_type());
+    const at::Tensor param = real_view(params[i]);
+    const at::Tensor grad = real_view(grads[i]);
+    TORCH_CHECK(param.scalar_type() == param_dtype, "lrfused: params[", i, "] is ", params[i].scalar_type(),
+                " but params[0] is ", params[0].scalar_type(), " (one dtype per call)");
+    TORCH_CHECK(grad.scalar_type() == param_dtype, "lrfused: grads[", i, "] is ", grads[i].scalar_type(),
+                " but params[", i, "] is ", params[i].scalar_type());
+    TORCH_CHECK(grad.sizes() == param.sizes(), "lrfused: grads[", i, "] has shape ", grads[i].sizes(),
+                " but params[", i, "] has shape ", params[i].sizes());
+    TORCH_CHECK(steps[i].scalar_type() == at::kFloat && steps[i].numel() == 1, "lrfused: steps[", i,
+                "] must be a 1-element float32 tensor, got ", steps[i].scalar_type(), " with shape ",
+                steps[i].sizes());
+    at::Tensor state[3];
+    const bool used[3] = {use_state1, use_state2, use_state3};
+    const at::TensorList lists[3] = {state1, state2, state3};
+    const char* names[3] = {"state1", "state2", "state3"};
+    bool flat = param.is_non_overlapping_and_dense() && same_layout(param, grad);
+    for (int j = 0; j < 3; ++j) {
+      if (!used[j]) continue;
+      check_state(real_view(lists[j][i]), device, state_dtype, names[j], i);
+      state[j] = real_view(lists[j][i]);
+      TORCH_CHECK(state[j].sizes() == param.sizes(), "lrfused: ", names[j], "[", i, "] has shape ",
+                  lists[j][i].sizes(), " but params[", i, "] has shape ", params[i].sizes());
+      flat = flat && same_layout(param, state[j]);
+    }
+    at::Tensor wp = param, wg = grad;
+    if (!flat) {
+      wp = staging.stage(param, true);
+      wg = staging.stage(grad, unscale);  // the unscaled gradient is written back when grad_scale is given
+      keep.push_back(wp);
+      keep.push_back(wg);
+      for (int j = 0; j < 3; ++j) {
+        if (!used[j]) continue;
+        state[j] = staging.stage(state[j], true);
+        keep.push_back(state[j]);
+      }
+    }
+    p[i] = wp.mutable_data_ptr();
+    g[i] = wg.mutable_data_ptr();
+    if (use_state1) s1[i] = state[0].mutable_data_ptr();
+    if (use_state2) s2[i] = state[1].mutable_data_ptr();
+    if (use_state3) s3[i] = state[2].mutable_data_ptr();
+    st[i] = steps[i].mutable_data_ptr<float>();
+    numels[i] = param.numel();
+  }
   a.params = p.data();
   a.grads = g.data();
-  a.state1 = s1p != nullptr ? s1p->data() : nullptr;
-  a.state2 = s2p != nullptr ? s2p->data() : nullptr;
-  a.state3 = s3p != nullptr ? s3p->data() : nullptr;
+  a.state1 = use_state1 ? s1.data() : nullptr;
+  a.state2 = use_state2 ? s2.data() : nullptr;
+  a.state3 = use_state3 ? s3.data() : nullptr;
   a.steps = st.data();
   a.numels = numels.data();
 
-  const c10::cuda::CUDAGuard guard(device);
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream(device.index()).stream();
   const char* err = gpu::launch_fused_step(a, stream);
   TORCH_CHECK(err == nullptr, "lrfused::fused_step_: CUDA launch failed: ", err);
+  staging.write_back();
 }
 
 void advance_cuda(const at::Tensor& sched_state, const std::optional<at::Tensor>& found_inf) {
