@@ -61,31 +61,29 @@ struct SgdPolicy {
   }
 };
 
-template <bool AMSGRAD>
+// WD: math::WeightDecayMode (none / L2 coupled / decoupled), a template parameter as in the CPU kernels.
+template <bool AMSGRAD, int WD>
 struct AdamPolicy {
   static constexpr int kStates = AMSGRAD ? 3 : 2;
   template <typename C>
   struct Block {
     math::AdamScalars<C> s;
-    bool coupled_wd;
-    bool decoupled_wd;
+    bool near_lerp;
   };
   template <typename C>
   __device__ static Block<C> make(const StepHeader& h, double lr, double beta1, float step) {
     Block<C> b;
-    const double wd = h.hyper[HYPER_WEIGHT_DECAY];
-    const bool decoupled = (h.flags & FLAG_DECOUPLED_WD) != 0;
-    b.s = math::make_adam_scalars<C>(lr, beta1, h.hyper[HYPER_BETA2], h.hyper[HYPER_EPS], wd, decoupled,
+    b.s = math::make_adam_scalars<C>(lr, beta1, h.hyper[HYPER_BETA2], h.hyper[HYPER_EPS],
+                                     h.hyper[HYPER_WEIGHT_DECAY], WD == math::WD_DECOUPLED,
                                      static_cast<double>(step) + 1.0);
-    b.coupled_wd = wd != 0.0 && !decoupled;
-    b.decoupled_wd = wd != 0.0 && decoupled;
+    b.near_lerp = math::adam_near_lerp(beta1);
     return b;
   }
   template <typename C>
   __device__ __forceinline__ static void apply(const Block<C>& b, C& p, C g, C (&st)[kStates]) {
     C unused = C(0);
     C& max_sq = AMSGRAD ? st[kStates - 1] : unused;
-    math::adam_update<C, AMSGRAD>(p, g, st[0], st[1], max_sq, b.s, b.coupled_wd, b.decoupled_wd);
+    math::adam_update<C, AMSGRAD, WD>(p, g, st[0], st[1], max_sq, b.s, b.near_lerp);
   }
 };
 
@@ -121,7 +119,8 @@ fused_step_kernel(const StepArgs<2 + Pol::kStates, LARGE> args) {
       const double lr = group_lr(h.sched_state, h.program, k, h.hyper[HYPER_LR], h.num_groups, h.group_index);
       const double momentum = sched::momentum_at(h.program, k, h.hyper[HYPER_MOMENTUM]);
       s_block = Pol::template make<C>(h, lr, momentum, *args.t.fptr[0][slot]);
-      s_inv_scale = h.grad_scale != nullptr ? C(1) / static_cast<C>(*h.grad_scale) : C(1);
+      // 1 / scale in float, as the CPU path (optim_cpu.cpp) computes it, for every param dtype.
+      s_inv_scale = h.grad_scale != nullptr ? static_cast<C>(1.0f / *h.grad_scale) : C(1);
       s_factor = h.grad_factor != nullptr ? static_cast<C>(*h.grad_factor) : C(1);
     }
   }
@@ -287,9 +286,10 @@ const char* dispatch_tables(const FusedStepLaunch& a, cudaStream_t stream) {
   return dispatch_dtypes<Pol, false>(a, stream);
 }
 
-// Defined in sgd.cu and adam.cu.
+// Defined in sgd.cu, adam.cu (no / L2 weight decay) and adamw.cu (decoupled weight decay).
 const char* launch_sgd_update(const FusedStepLaunch& a, cudaStream_t stream);
 const char* launch_adam_update(const FusedStepLaunch& a, cudaStream_t stream);
+const char* launch_adamw_update(const FusedStepLaunch& a, cudaStream_t stream);
 
 }  // namespace gpu
 }  // namespace lrfused
