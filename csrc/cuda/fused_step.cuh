@@ -94,6 +94,23 @@ __device__ __forceinline__ double group_lr(const double* sched_state, const doub
   return sched::lr_at(program, k, base_lr, sched_state + sched_plateau_lr_slot(num_groups, group_index));
 }
 
+struct LrMomentum {
+  double lr;
+  double momentum;
+};
+
+// Not inlined: the schedule interpreter needs a stack frame and many registers, run by one thread per
+// block; kept out of line it does not raise the register count of the streaming loop. Arguments by
+// value: a reference into the kernel's parameters would make the compiler copy all of them to the stack.
+__device__ __noinline__ LrMomentum schedule_at(const double* sched_state, const double* program, double base_lr,
+                                               double base_momentum, int num_groups, int group_index) {
+  const int64_t k = static_cast<int64_t>(sched_state[SCHED_STEP]);
+  LrMomentum r;
+  r.lr = group_lr(sched_state, program, k, base_lr, num_groups, group_index);
+  r.momentum = sched::momentum_at(program, k, base_momentum);
+  return r;
+}
+
 template <class Pol, typename T, typename S, bool LARGE>
 __global__ void __launch_bounds__(kBlockThreads)
 fused_step_kernel(const StepArgs<2 + Pol::kStates, LARGE> args) {
@@ -115,10 +132,9 @@ fused_step_kernel(const StepArgs<2 + Pol::kStates, LARGE> args) {
     const bool skip = h.found_inf != nullptr && *h.found_inf != 0.0f;
     s_skip = skip;
     if (!skip) {
-      const int64_t k = static_cast<int64_t>(h.sched_state[SCHED_STEP]);
-      const double lr = group_lr(h.sched_state, h.program, k, h.hyper[HYPER_LR], h.num_groups, h.group_index);
-      const double momentum = sched::momentum_at(h.program, k, h.hyper[HYPER_MOMENTUM]);
-      s_block = Pol::template make<C>(h, lr, momentum, *args.t.fptr[0][slot]);
+      const LrMomentum lm = schedule_at(h.sched_state, h.program, h.hyper[HYPER_LR], h.hyper[HYPER_MOMENTUM],
+                                        h.num_groups, h.group_index);
+      s_block = Pol::template make<C>(h, lm.lr, lm.momentum, *args.t.fptr[0][slot]);
       // 1 / scale in float, as the CPU path (optim_cpu.cpp) computes it, for every param dtype.
       s_inv_scale = h.grad_scale != nullptr ? static_cast<C>(1.0f / *h.grad_scale) : C(1);
       s_factor = h.grad_factor != nullptr ? static_cast<C>(*h.grad_factor) : C(1);
