@@ -41,11 +41,23 @@ def _real_dtype(t: torch.Tensor) -> torch.dtype:
     return t.real.dtype if t.is_complex() else t.dtype
 
 
+def _is_dtensor(t) -> bool:
+    return type(t).__name__ == "DTensor" and hasattr(t, "_local_tensor")
+
+
+def _local(t):
+    """The tensor the kernels update: a DTensor's local shard (FSDP2), else the tensor itself."""
+    return t._local_tensor if _is_dtensor(t) else t
+
+
 class _FusedOptimizer(torch.optim.Optimizer):
     """The machinery shared by lrfused's optimizers. Subclasses define _KIND, _validate_group,
     _state_keys, _flags and _hyper."""
 
     _KIND = -1
+    # torch.amp.GradScaler hands grad_scale/found_inf to step() (as attributes) instead of unscaling
+    # the gradients itself, as for torch's fused optimizers.
+    _step_supports_amp_scaling = True
 
     def __init__(self, params, defaults: dict, schedule, state_dtype):
         if schedule is None:
@@ -207,12 +219,21 @@ class _FusedOptimizer(torch.optim.Optimizer):
             with torch.enable_grad():
                 loss = closure()
         if torch.compiler.is_compiling():
-            self._traced_step(grad_scale, found_inf)
+            self._op_step(getattr(self, "grad_scale", None) if grad_scale is None else grad_scale,
+                          getattr(self, "found_inf", None) if found_inf is None else found_inf)
             return loss
+        if grad_scale is None:
+            grad_scale = getattr(self, "grad_scale", None)
+        if found_inf is None:
+            found_inf = getattr(self, "found_inf", None)
         for name, t in (("grad_scale", grad_scale), ("found_inf", found_inf)):
             if t is not None and not isinstance(t, torch.Tensor):
                 raise TypeError(f"lrfused: {name} must be a Tensor or None, got {type(t).__name__}")
         self._check_schedule_bounds()
+        if self._has_dtensor:
+            self._op_step(grad_scale, found_inf)
+            self._host_steps += 1
+            return loss
         if self._plan is None or self._plan_signature != self._signature():
             self._build_plan()
         if not self._plan.step(grad_scale, found_inf, None, self._stateless):
@@ -221,8 +242,13 @@ class _FusedOptimizer(torch.optim.Optimizer):
         self._host_steps += 1
         return loss
 
-    def _traced_step(self, grad_scale, found_inf) -> None:
-        """The torch.compile path: the registered ops with every tensor an explicit argument."""
+    @property
+    def _has_dtensor(self) -> bool:
+        return any(_is_dtensor(p) for group in self.param_groups for p in group["params"])
+
+    def _op_step(self, grad_scale, found_inf) -> None:
+        """The registered ops with every tensor an explicit argument: what torch.compile traces, and the
+        path of DTensor (FSDP2) parameters, whose local shards are updated."""
         for group in self.param_groups:
             for p in group["params"]:
                 if p.grad is not None and "step" not in self.state.get(p, {}):
@@ -232,8 +258,10 @@ class _FusedOptimizer(torch.optim.Optimizer):
             if not with_grad:
                 continue
             (s1, s2, s3), steps, sched_state, program = self._bucket_args(g, group, with_grad)
-            device = with_grad[0].device
-            ops.fused_step_(with_grad, [p.grad for p in with_grad], s1, s2, s3, steps, sched_state, program, g,
+            s1, s2, s3 = ([_local(t) for t in lst] for lst in (s1, s2, s3))
+            device = _local(with_grad[0]).device
+            ops.fused_step_([_local(p) for p in with_grad], [_local(p.grad) for p in with_grad], s1, s2, s3,
+                            steps, sched_state, program, g,
                             self._KIND, self._flags(group), list(self._hyper(group)),
                             None if grad_scale is None else grad_scale.to(device),
                             None if found_inf is None else found_inf.to(device), None)
@@ -241,6 +269,17 @@ class _FusedOptimizer(torch.optim.Optimizer):
             ops.advance_(state, None if found_inf is None else found_inf.to(device))
 
     # ---- schedule queries ----------------------------------------------------------------------
+    @property
+    def scheduler(self):
+        """An LRScheduler-compatible handle (step() is a no-op: the schedule advances inside
+        optimizer.step()), for trainers that want an (optimizer, scheduler) pair."""
+        from .scheduler_handle import LRSchedulerHandle
+
+        handle = self.__dict__.get("_scheduler_handle")
+        if handle is None:
+            handle = self.__dict__["_scheduler_handle"] = LRSchedulerHandle(self)
+        return handle
+
     def get_last_lr(self) -> list[float]:
         """The lr applied by the most recent step(), per group (reads device memory: for logging)."""
         lrs = []
