@@ -286,7 +286,7 @@ at::Tensor schedule_momenta_cuda(const at::Tensor& program, const at::Tensor& st
 }  // namespace
 
 // Squared L2 norm of `grads` (one device, one dtype), divided by grad_scale^2 when given, as a 0-dim
-// float32 tensor on their device; no sync. Not registered as an op yet (fused clipping, issue 6).
+// float32 tensor on their device; no sync. The CUDA implementation of lrfused::grad_sq_norm.
 at::Tensor grad_sq_norm_cuda(at::TensorList grads, const std::optional<at::Tensor>& grad_scale) {
   TORCH_CHECK(!grads.empty(), "lrfused: grad_sq_norm needs at least one tensor");
   const at::Device device = grads[0].device();
@@ -321,6 +321,7 @@ TORCH_LIBRARY_IMPL(lrfused, CUDA, m) {
   m.impl("fused_step_", &fused_step_cuda);
   m.impl("advance_", &advance_cuda);
   m.impl("plateau_report_", &plateau_report_cuda);
+  m.impl("grad_sq_norm", &grad_sq_norm_cuda);
   m.impl("schedule_lrs", &schedule_lrs_cuda);
   m.impl("schedule_momenta", &schedule_momenta_cuda);
 }

@@ -59,7 +59,7 @@ class _FusedOptimizer(torch.optim.Optimizer):
     # the gradients itself, as for torch's fused optimizers.
     _step_supports_amp_scaling = True
 
-    def __init__(self, params, defaults: dict, schedule, state_dtype):
+    def __init__(self, params, defaults: dict, schedule, state_dtype, max_grad_norm):
         if schedule is None:
             schedule = _schedules.Constant()
         if not isinstance(schedule, _schedules.Schedule):
@@ -67,8 +67,15 @@ class _FusedOptimizer(torch.optim.Optimizer):
         if state_dtype is not None and state_dtype not in _STATE_DTYPES:
             raise TypeError(f"lrfused: state_dtype must be one of {sorted(map(str, _STATE_DTYPES))} or None, "
                             f"got {state_dtype}")
+        if max_grad_norm is not None:
+            if isinstance(max_grad_norm, bool) or not _is_number(max_grad_norm):
+                raise TypeError(f"lrfused: max_grad_norm must be a positive number or None, got {max_grad_norm!r}")
+            if not 0.0 < max_grad_norm < math.inf:
+                raise ValueError(f"lrfused: max_grad_norm must be a positive finite number, got {max_grad_norm}")
         defaults = dict(defaults, schedule=schedule)
         self._state_dtype = state_dtype
+        self._max_grad_norm = None if max_grad_norm is None else float(max_grad_norm)
+        self._clip_buffer = None  # [total grad norm, clip factor], float32 on the parameters' device
         self._plan = None
         self._plan_signature = None
         self._sched_states: dict[torch.device, torch.Tensor] = {}
@@ -236,11 +243,43 @@ class _FusedOptimizer(torch.optim.Optimizer):
             return loss
         if self._plan is None or self._plan_signature != self._signature():
             self._build_plan()
-        if not self._plan.step(grad_scale, found_inf, None, self._stateless):
+        clip = self._max_grad_norm or 0.0
+        buffer = self._clip_buffer_for_step()
+        if not self._plan.step(grad_scale, found_inf, clip, buffer, self._stateless):
             self._build_plan()  # a parameter got its first gradient: give it state
-            self._plan.step(grad_scale, found_inf, None, self._stateless)
+            self._plan.step(grad_scale, found_inf, clip, buffer, self._stateless)
         self._host_steps += 1
         return loss
+
+    def _clip_buffer_for_step(self):
+        if self._max_grad_norm is None:
+            return None
+        if self._clip_buffer is None:
+            device = next((_local(p).device for g in self.param_groups for p in g["params"]), torch.device("cpu"))
+            self._clip_buffer = torch.zeros(2, dtype=torch.float32, device=device)
+        return self._clip_buffer
+
+    @property
+    def grad_norm(self) -> torch.Tensor | None:
+        """With max_grad_norm: the global L2 norm of the (unscaled) gradients of the latest step, before
+        clipping, as a 0-dim tensor on the parameters' device (reading it as a number may sync)."""
+        return None if self._clip_buffer is None else self._clip_buffer[0]
+
+    def _op_clip_factor(self, grad_scale):
+        """Fused clipping on the op path: one sum-of-squares pass per bucket, the factor stays on device."""
+        buffer = self._clip_buffer_for_step()
+        if buffer is None:
+            return None
+        parts = []
+        for _g, _group, params in self._buckets():
+            grads = [_local(p.grad) for p in params if p.grad is not None]
+            if grads:
+                scale = None if grad_scale is None else grad_scale.to(grads[0].device)
+                parts.append(ops.grad_sq_norm(grads, scale).to(buffer.device))
+        norm = torch.stack(parts).sum().sqrt() if parts else torch.zeros((), device=buffer.device)
+        buffer[0] = norm
+        buffer[1] = (self._max_grad_norm / (norm + 1e-6)).clamp(max=1.0)
+        return buffer[1:2]
 
     @property
     def _has_dtensor(self) -> bool:
@@ -253,6 +292,7 @@ class _FusedOptimizer(torch.optim.Optimizer):
             for p in group["params"]:
                 if p.grad is not None and "step" not in self.state.get(p, {}):
                     self._init_state(p, group)
+        grad_factor = self._op_clip_factor(grad_scale)
         for g, group, params in self._buckets():
             with_grad = [p for p in params if p.grad is not None]
             if not with_grad:
@@ -264,7 +304,8 @@ class _FusedOptimizer(torch.optim.Optimizer):
                             steps, sched_state, program, g,
                             self._KIND, self._flags(group), list(self._hyper(group)),
                             None if grad_scale is None else grad_scale.to(device),
-                            None if found_inf is None else found_inf.to(device), None)
+                            None if found_inf is None else found_inf.to(device),
+                            None if grad_factor is None else grad_factor.to(device))
         for device, state in self._sched_states.items():
             ops.advance_(state, None if found_inf is None else found_inf.to(device))
 
@@ -404,11 +445,11 @@ class SGD(_FusedOptimizer):
 
     def __init__(self, params, lr: float = 1e-3, momentum: float = 0.0, dampening: float = 0.0,
                  weight_decay: float = 0.0, nesterov: bool = False, *, maximize: bool = False, schedule=None,
-                 state_dtype: torch.dtype | None = None):
+                 state_dtype: torch.dtype | None = None, max_grad_norm: float | None = None):
         defaults = dict(lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
                         nesterov=nesterov, maximize=maximize)
         self._validate_group(defaults)
-        super().__init__(params, defaults, schedule, state_dtype)
+        super().__init__(params, defaults, schedule, state_dtype, max_grad_norm)
 
     @staticmethod
     def _validate_group(group: dict) -> None:
@@ -441,10 +482,10 @@ class Adam(_FusedOptimizer):
 
     def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8, weight_decay: float = 0.0,
                  amsgrad: bool = False, *, maximize: bool = False, schedule=None,
-                 state_dtype: torch.dtype | None = None):
+                 state_dtype: torch.dtype | None = None, max_grad_norm: float | None = None):
         defaults = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad, maximize=maximize)
         self._validate_group(defaults)
-        super().__init__(params, defaults, schedule, state_dtype)
+        super().__init__(params, defaults, schedule, state_dtype, max_grad_norm)
 
     @staticmethod
     def _validate_group(group: dict) -> None:
@@ -483,6 +524,6 @@ class AdamW(Adam):
 
     def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8, weight_decay: float = 1e-2,
                  amsgrad: bool = False, *, maximize: bool = False, schedule=None,
-                 state_dtype: torch.dtype | None = None):
+                 state_dtype: torch.dtype | None = None, max_grad_norm: float | None = None):
         super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
-                         maximize=maximize, schedule=schedule, state_dtype=state_dtype)
+                         maximize=maximize, schedule=schedule, state_dtype=state_dtype, max_grad_norm=max_grad_norm)

@@ -37,6 +37,10 @@ struct StepConfig {
 void fused_step(const TensorRef* tensors, int64_t num_tensors, DType param_dtype, DType state_dtype,
                 const StepConfig& config);
 
+// Sum of squares of every gradient in `tensors` (their grad pointers), each element multiplied by
+// inv_scale first, accumulated in double in a fixed order for a given thread count. For fused clipping.
+double grad_sum_of_squares(const TensorRef* tensors, int64_t num_tensors, DType grad_dtype, double inv_scale);
+
 // Name of the instruction set the kernels dispatch to on this CPU ("avx512", "avx2" or "baseline").
 const char* simd_level();
 
