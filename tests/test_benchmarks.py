@@ -183,3 +183,76 @@ def test_bad_arguments_are_rejected():
         bench_run.parse_args(["--optimizers", "lamb"])
     with pytest.raises(ValueError):
         bench_run.W.build(["not-a-workload"], [])
+
+
+# ----------------------------------------------------------------------------------------------------
+# The lrfused branch of the harness, driven by stand-ins so that it is tested before (and independently
+# of) the real library: a correct one must be timed, a wrong one and a stub must be skipped with reasons.
+
+def _fake_lrfused(lr_factor=1.0, broken=False):
+    import types
+
+    def schedule(name):
+        def make(**kw):
+            return (name, kw)
+        return make
+
+    S = types.SimpleNamespace(CosineAnnealingLR=schedule("CosineAnnealingLR"))
+
+    def wrap(torch_cls):
+        class Opt(torch_cls):
+            def __init__(self, params, lr=1e-3, schedule=None, **kw):
+                if broken:
+                    raise TypeError("stub: not implemented")
+                super().__init__(params, lr=lr * lr_factor, foreach=False, **kw)
+                name, skw = schedule
+                self._sched = getattr(torch.optim.lr_scheduler, name)(self, **skw)
+
+            def step(self, closure=None):
+                super().step()
+                self._sched.step()
+        return Opt
+
+    return types.SimpleNamespace(AdamW=wrap(torch.optim.AdamW), Adam=wrap(torch.optim.Adam),
+                                 SGD=wrap(torch.optim.SGD), schedules=S, has_cuda=lambda: False,
+                                 __version__="fake")
+
+
+def _run_with(monkeypatch, tmp_path, fake):
+    from benchmarks import contenders as C
+
+    monkeypatch.setattr(C, "lrfused_module", lambda: (fake, None))
+    monkeypatch.setattr(C, "_VERIFIED", {})
+    args = [a for a in TINY]
+    args[args.index("3x100,sweep")] = "2x50"
+    return bench_run.main(args + ["--contenders", "torch-fused,lrfused", "--no-plot",
+                                  "--out", str(tmp_path), "--tag", "fake"])
+
+
+def test_functional_lrfused_is_timed(monkeypatch, tmp_path):
+    r = _run_with(monkeypatch, tmp_path, _fake_lrfused())
+    assert r["versions"]["lrfused"] == "fake"
+    mine = [row for row in r["results"] if row["contender"] == "lrfused"]
+    assert {row["optimizer"] for row in mine} == {"adamw", "sgd"}
+    assert not [s for s in r["skipped"] if s["contender"] == "lrfused"]
+    for row in r["results"]:
+        assert _positive(row["speedup_of_lrfused"])
+    for row in mine:
+        assert row["speedup_of_lrfused"] == 1.0
+    assert "lrfused" in (tmp_path / "fake.md").read_text()
+
+
+def test_wrong_lrfused_is_not_timed(monkeypatch, tmp_path):
+    r = _run_with(monkeypatch, tmp_path, _fake_lrfused(lr_factor=2.0))
+    assert not [row for row in r["results"] if row["contender"] == "lrfused"]
+    skips = [s for s in r["skipped"] if s["contender"] == "lrfused"]
+    assert {s["optimizer"] for s in skips} == {"adamw", "sgd"}
+    assert all("disagrees" in s["reason"] for s in skips)
+
+
+def test_stub_lrfused_is_not_timed(monkeypatch, tmp_path):
+    r = _run_with(monkeypatch, tmp_path, _fake_lrfused(broken=True))
+    assert not [row for row in r["results"] if row["contender"] == "lrfused"]
+    skips = [s for s in r["skipped"] if s["contender"] == "lrfused"]
+    assert skips and all("not functional" in s["reason"] and "stub" in s["reason"] for s in skips)
+    assert any(row["contender"] == "torch-fused" for row in r["results"])
