@@ -77,8 +77,8 @@ def torch_kwargs(optimizer):
 # -------------------------------------------------------------------------------------- availability
 
 def _short(exc):
-    msg = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {msg[0] if msg else ''}"[:300]
+    msg = " ".join(line.strip() for line in str(exc).strip().splitlines() if line.strip())
+    return f"{type(exc).__name__}: {msg}"[:400]
 
 
 def lrfused_module():

@@ -216,9 +216,10 @@ def run(config, progress=True, log=sys.stderr):
         flusher = H.CacheFlusher(device, 256 * 2**20)
 
     for wl, opt_name, conts in jobs:
-        g = torch.Generator(device="cpu").manual_seed(1234)
-        master_p = [torch.randn(s, generator=g, dtype=torch.float32).to(device, dtype) for s in wl.shapes]
-        master_g = [torch.randn(s, generator=g, dtype=torch.float32).to(device, dtype) for s in wl.shapes]
+        # Drawn on the device itself (a 1e9 sweep point would take minutes through the host).
+        g = torch.Generator(device=device).manual_seed(1234)
+        master_p = [torch.randn(s, generator=g, device=device).to(dtype) for s in wl.shapes]
+        master_g = [torch.randn(s, generator=g, device=device).to(dtype) for s in wl.shapes]
         rows = []
         big = wl.num_params * elem >= 64 * 2**20
         for cont in conts:
