@@ -20,6 +20,13 @@ COLORS = {
 WORKLOAD_MARKERS = ["s", "^", "D", "v", "P", "X", "*", "<", ">"]
 
 
+def _load_warning(bl):
+    other = (bl or {}).get("other_processes_cpu_fraction")
+    if other is None or other <= 0.1:
+        return ""
+    return f"\nWARNING: other processes used {other:.0%} of the CPU during this run; spreads are wide"
+
+
 def plot(result, path):
     rows = result["results"]
     optimizers = [o for o in OPTIMIZER_ORDER if any(r["optimizer"] == o for r in rows)]
@@ -71,7 +78,8 @@ def plot(result, path):
     dev = result["config"]["device"] + (f" — {m['gpu_name']}" if m.get("gpu_name") else "")
     fig.suptitle(f"lrfused vs torch — {dev}, {m['cpu_model']}, {m['torch_num_threads']} torch threads, "
                  f"torch {result['versions']['torch']}, {result['config']['dtype']}, "
-                 f"{result['config']['mode']} mode", fontsize=10)
+                 f"{result['config']['mode']} mode"
+                 + _load_warning(result.get("background_load")), fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -27,7 +27,7 @@ def _count(n):
 def _sort_key(row):
     fam_order = 0 if row["family"] != "sweep" else 1
     return (OPTIMIZER_ORDER.index(row["optimizer"]) if row["optimizer"] in OPTIMIZER_ORDER else 9,
-            fam_order, row["num_params"] if row["family"] == "sweep" else 0, row["workload"],
+            fam_order, row["num_params"], row["workload"],
             CONTENDER_ORDER.index(row["contender"]) if row["contender"] in CONTENDER_ORDER else 9)
 
 
