@@ -19,10 +19,14 @@ cpu::DType to_kernel_dtype(at::ScalarType t, const char* what) {
   }
 }
 
-float read_cpu_scalar(const at::Tensor& t, const char* name) {
+double read_cpu_scalar(const at::Tensor& t, const char* name) {
   TORCH_CHECK(t.device().is_cpu(), "lrfused: ", name, " must be on the CPU with CPU parameters, got ", t.device());
   TORCH_CHECK(t.numel() == 1, "lrfused: ", name, " must have one element, got ", t.numel());
-  return t.to(at::kFloat).item<float>();
+  switch (t.scalar_type()) {  // read in place: no conversion tensor per step
+    case at::kFloat: return *t.const_data_ptr<float>();
+    case at::kDouble: return *t.const_data_ptr<double>();
+    default: return t.to(at::kDouble).item<double>();
+  }
 }
 
 void check_group_step(const GroupStep& step) {
@@ -43,7 +47,7 @@ void check_group_step(const GroupStep& step) {
 
 void cpu_group_step(const GroupStep& step, const cpu::TensorRef* refs, int64_t num_refs,
                     cpu::DType param_dtype, cpu::DType state_dtype) {
-  if (step.found_inf && read_cpu_scalar(*step.found_inf, "found_inf") != 0.0f) return;
+  if (step.found_inf && read_cpu_scalar(*step.found_inf, "found_inf") != 0.0) return;
   double* state = step.sched_state.data_ptr<double>();
   const int num_groups = static_cast<int>((step.sched_state.numel() - SCHED_LAST_LR) / 2);
   const double* program = step.program.data_ptr<double>();
@@ -61,7 +65,9 @@ void cpu_group_step(const GroupStep& step, const cpu::TensorRef* refs, int64_t n
   cfg.eps = step.hyper[HYPER_EPS];
   cfg.weight_decay = step.hyper[HYPER_WEIGHT_DECAY];
   cfg.has_grad_scale = step.grad_scale.has_value();
-  cfg.inv_grad_scale = cfg.has_grad_scale ? 1.0f / read_cpu_scalar(*step.grad_scale, "grad_scale") : 1.0f;
+  // torch's fused kernels divide by the float32 scale; a float reciprocal matches that to an ulp.
+  cfg.inv_grad_scale = cfg.has_grad_scale ? 1.0f / static_cast<float>(read_cpu_scalar(*step.grad_scale, "grad_scale"))
+                                          : 1.0f;
   cfg.grad_factor = step.grad_factor ? read_cpu_scalar(*step.grad_factor, "grad_factor") : 1.0f;
   cpu::fused_step(refs, num_refs, param_dtype, state_dtype, cfg);
 }
@@ -100,7 +106,7 @@ cpu::TensorRef make_tensor_ref(const at::Tensor& param, const at::Tensor& grad, 
 }
 
 void cpu_advance(const at::Tensor& sched_state, const std::optional<at::Tensor>& found_inf) {
-  if (found_inf && read_cpu_scalar(*found_inf, "found_inf") != 0.0f) return;
+  if (found_inf && read_cpu_scalar(*found_inf, "found_inf") != 0.0) return;
   sched_state.data_ptr<double>()[SCHED_STEP] += 1.0;
 }
 

@@ -108,8 +108,8 @@ class Plan {
     }
     std::optional<at::Tensor> grad_factor;
     if (max_grad_norm > 0.0) {
-      TORCH_CHECK(clip_buffer.has_value() && clip_buffer->numel() == 2 && clip_buffer->scalar_type() == at::kFloat,
-                  "lrfused: clipping needs a 2-element float32 clip_buffer");
+      TORCH_CHECK(clip_buffer.has_value() && clip_buffer->numel() == 2 && clip_buffer->is_floating_point(),
+                  "lrfused: clipping needs a 2-element floating-point clip_buffer");
       compute_clip_factor(grad_scale, max_grad_norm, *clip_buffer);
       grad_factor = clip_buffer->narrow(0, 1, 1);
     }
@@ -159,10 +159,11 @@ class Plan {
         }
       }
       const double norm = std::sqrt(sum_sq);
-      float* out = buffer.data_ptr<float>();
-      out[0] = static_cast<float>(norm);
+      TORCH_CHECK(buffer.scalar_type() == at::kDouble, "lrfused: the CPU clip_buffer must be float64");
+      double* out = buffer.data_ptr<double>();
+      out[0] = norm;
       // torch: clip_coef = max_norm / (total_norm + 1e-6), clamped to 1
-      out[1] = static_cast<float>(std::min(1.0, max_norm / (norm + 1e-6)));
+      out[1] = std::min(1.0, max_norm / (norm + 1e-6));
       return;
     }
     static auto op = c10::Dispatcher::singleton()

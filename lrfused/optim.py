@@ -75,7 +75,9 @@ class _FusedOptimizer(torch.optim.Optimizer):
         defaults = dict(defaults, schedule=schedule)
         self._state_dtype = state_dtype
         self._max_grad_norm = None if max_grad_norm is None else float(max_grad_norm)
-        self._clip_buffer = None  # [total grad norm, clip factor], float32 on the parameters' device
+        # [total grad norm, clip factor] on the parameters' device: float64 on the CPU (exact for fp64
+        # parameters), float32 elsewhere (what the CUDA kernels read).
+        self._clip_buffer = None
         self._plan = None
         self._plan_signature = None
         self._sched_states: dict[torch.device, torch.Tensor] = {}
@@ -256,7 +258,8 @@ class _FusedOptimizer(torch.optim.Optimizer):
             return None
         if self._clip_buffer is None:
             device = next((_local(p).device for g in self.param_groups for p in g["params"]), torch.device("cpu"))
-            self._clip_buffer = torch.zeros(2, dtype=torch.float32, device=device)
+            dtype = torch.float64 if device.type == "cpu" else torch.float32
+            self._clip_buffer = torch.zeros(2, dtype=dtype, device=device)
         return self._clip_buffer
 
     @property

@@ -30,7 +30,7 @@ struct StepConfig {
   double weight_decay;
   bool has_grad_scale;     // grads are divided by grad_scale and the unscaled grads stored back
   float inv_grad_scale;
-  float grad_factor;       // clipping factor applied after unscaling (1 = none)
+  double grad_factor;      // clipping factor applied after unscaling (1 = none)
 };
 
 // Updates every tensor of one group (one dtype) in a single parallel region over the flat element range.
