@@ -110,6 +110,8 @@ class _FusedOptimizer(torch.optim.Optimizer):
             raise ValueError("lrfused: the schedule cycles momentum (cycle_momentum=True) but the optimizer has no "
                              "momentum; use momentum > 0 or cycle_momentum=False")
         super().add_param_group(param_group)
+        # Known once per parameter set, not scanned per step.
+        self._has_dtensor = getattr(self, "_has_dtensor", False) or any(_is_dtensor(p) for p in params)
         self._invalidate()
 
     def _has_momentum(self, group) -> bool:
@@ -284,9 +286,6 @@ class _FusedOptimizer(torch.optim.Optimizer):
         buffer[1] = (self._max_grad_norm / (norm + 1e-6)).clamp(max=1.0)
         return buffer[1:2]
 
-    @property
-    def _has_dtensor(self) -> bool:
-        return any(_is_dtensor(p) for group in self.param_groups for p in group["params"])
 
     def _op_step(self, grad_scale, found_inf) -> None:
         """The registered ops with every tensor an explicit argument: what torch.compile traces, and the
