@@ -37,3 +37,22 @@ def test_train_gpt_quick_compare_torch():
     assert result["losses"][-1] < result["losses"][0] - 0.5  # it learns
     for key in ("step_ms", "opt_ms", "torch_step_ms", "torch_opt_ms", "step_speedup", "opt_speedup"):
         assert result[key] > 0
+
+
+@pytest.mark.cuda
+def test_cuda_graph_training_matches_eager(capsys):
+    example = _load("cuda_graph_training")
+    assert example.main(["--steps", "40", "--width", "256", "--check", "--log-every", "1000"]) == 0
+    out = capsys.readouterr().out
+    diff = float(out.rsplit("max |loss diff| graph vs eager = ", 1)[1].split()[0])
+    assert diff <= 1e-5
+
+
+def test_cuda_graph_training_says_it_needs_a_gpu(capsys):
+    import lrfused
+
+    if lrfused.has_cuda():
+        pytest.skip("a GPU is present: the example runs (test_cuda_graph_training_matches_eager)")
+    example = _load("cuda_graph_training")
+    assert example.main(["--steps", "10"]) == 2
+    assert "needs a GPU" in capsys.readouterr().err
