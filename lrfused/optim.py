@@ -417,7 +417,7 @@ class _FusedOptimizer(torch.optim.Optimizer):
         params = [p for g in self.param_groups for p in g["params"]]
         if len(ids) != len(params):
             raise ValueError(f"lrfused: loaded state dict has {len(ids)} parameters, this optimizer has {len(params)}")
-        required = set(self.defaults) - {"schedule"}
+        required = set(self._GROUP_KEYS)
         for i, saved in enumerate(state_dict["param_groups"]):
             missing = sorted(required - set(saved))
             if missing:
@@ -472,6 +472,7 @@ class SGD(_FusedOptimizer):
     """torch.optim.SGD's math with the learning-rate schedule fused into the update."""
 
     _KIND = _SGD
+    _GROUP_KEYS = ("lr", "momentum", "dampening", "weight_decay", "nesterov")  # what a loaded group must have
 
     def __init__(self, params, lr: float = 1e-3, momentum: float = 0.0, dampening: float = 0.0,
                  weight_decay: float = 0.0, nesterov: bool = False, *, maximize: bool = False, schedule=None,
@@ -512,6 +513,7 @@ class Adam(_FusedOptimizer):
 
     _KIND = _ADAM
     _DECOUPLED = False
+    _GROUP_KEYS = ("lr", "betas", "eps", "weight_decay", "amsgrad")  # what a loaded group must have
 
     def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8, weight_decay: float = 0.0,
                  amsgrad: bool = False, *, maximize: bool = False, schedule=None,
