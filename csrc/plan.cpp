@@ -31,6 +31,8 @@ struct Bucket {
   std::vector<at::Tensor> grads;          // non-CPU buckets
   std::vector<cpu::TensorRef> refs;       // CPU buckets: this step's views
   std::vector<int64_t> staged_now;        // indices into params that go through make_tensor_ref
+  std::vector<cpu::TensorRef> gathered;   // per param, valid where status is FLAT
+  std::vector<uint8_t> status;            // GatherStatus per param
 };
 
 class Plan {
@@ -87,23 +89,15 @@ class Plan {
       b.grads.clear();
       b.refs.clear();
       b.staged_now.clear();
-      for (size_t i = 0; i < b.params.size(); ++i) {
-        const at::Tensor& p = b.params[i];
+      if (b.on_cpu) {
+        gather_cpu(b);
+        continue;
+      }
+      for (const at::Tensor& p : b.params) {
         const at::Tensor& g = p.grad();
         if (!g.defined()) continue;
         check_grad(p, g);
-        if (!b.on_cpu) {
-          b.grads.push_back(g);
-          continue;
-        }
-        if (b.staged[i] || !flat_compatible(g, p)) {
-          b.staged_now.push_back(static_cast<int64_t>(i));
-          continue;
-        }
-        cpu::TensorRef r = b.cached[i];
-        r.param = p.data_ptr();
-        r.grad = g.data_ptr();
-        b.refs.push_back(r);
+        b.grads.push_back(g);
       }
     }
     std::optional<at::Tensor> grad_factor;
@@ -182,6 +176,49 @@ class Plan {
     const at::Tensor norm = sum_sq.sqrt();
     buffer.narrow(0, 0, 1).copy_(norm.reshape({1}));
     buffer.narrow(0, 1, 1).copy_((max_norm / (norm + 1e-6)).clamp_max(1.0).reshape({1}));
+  }
+
+  enum GatherStatus : uint8_t { NO_GRAD = 0, FLAT = 1, STAGED = 2, INVALID = 3 };
+
+  // Classifies one parameter's gradient for the CPU kernel; fills ref when it can be walked flat.
+  static GatherStatus classify(const Bucket& b, size_t i, cpu::TensorRef& ref) {
+    const at::Tensor& p = b.params[i];
+    const at::Tensor& g = p.grad();
+    if (!g.defined()) return NO_GRAD;
+    if (g.is_sparse() || g.scalar_type() != p.scalar_type() || g.device() != p.device() || g.sizes() != p.sizes()) {
+      return INVALID;
+    }
+    if (b.staged[i] || !g.is_non_overlapping_and_dense() || (g.numel() > 1 && g.strides() != p.strides())) {
+      return STAGED;
+    }
+    ref = b.cached[i];
+    ref.param = p.data_ptr();
+    ref.grad = g.data_ptr();
+    return FLAT;
+  }
+
+  // Reading 10 000 gradients is a chain of cache misses per tensor; above this many parameters the
+  // threads split it. Errors are found first and raised afterwards, outside the parallel region.
+  static constexpr size_t kParallelGatherMin = 2048;
+
+  static void gather_cpu(Bucket& b) {
+    const size_t n = b.params.size();
+    b.gathered.resize(n);
+    b.status.resize(n);
+    if (n >= kParallelGatherMin) {
+#pragma omp parallel for schedule(static)
+      for (int64_t i = 0; i < static_cast<int64_t>(n); ++i) b.status[i] = classify(b, i, b.gathered[i]);
+    } else {
+      for (size_t i = 0; i < n; ++i) b.status[i] = classify(b, i, b.gathered[i]);
+    }
+    for (size_t i = 0; i < n; ++i) {
+      switch (b.status[i]) {
+        case NO_GRAD: break;
+        case FLAT: b.refs.push_back(b.gathered[i]); break;
+        case STAGED: b.staged_now.push_back(static_cast<int64_t>(i)); break;
+        case INVALID: check_grad(b.params[i], b.params[i].grad()); break;  // raises with the details
+      }
+    }
   }
 
   static void check_grad(const at::Tensor& p, const at::Tensor& g) {
