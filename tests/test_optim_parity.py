@@ -1,0 +1,298 @@
+"""lrfused.SGD/Adam/AdamW vs torch.optim (foreach=False) + torch.optim.lr_scheduler, live, every step.
+
+Tolerances and their justification: tests/optim_helpers.py (TOL).
+"""
+import pytest
+import torch
+from torch.optim import lr_scheduler as L
+
+import lrfused
+from lrfused import schedules as S
+
+from optim_helpers import (
+    ALL_SCHEDULES,
+    OPTIONS,
+    SCHEDULES,
+    ScheduleSpec,
+    assert_lr_close,
+    compare_states,
+    draw_grads,
+    extra_state_keys,
+    leaf_pair,
+    make_values,
+    option_id,
+    plateau_metric,
+    run_parity,
+    set_grads,
+)
+
+OPT_NAMES = ("SGD", "Adam", "AdamW")
+
+
+def _schedule_sweep_cases():
+    # every schedule family x every optimizer, each with two option sets (rotating through OPTIONS so
+    # that every option set meets many families)
+    cases = []
+    for opt in OPT_NAMES:
+        opts = OPTIONS[opt]
+        for i, name in enumerate(ALL_SCHEDULES):
+            for j in (0, 1 + i % (len(opts) - 1)):
+                cases.append(pytest.param(opt, opts[j], name, id=f"{opt}-{option_id(opts[j])}-{name}"))
+    return cases
+
+
+@pytest.mark.parametrize("opt_name,options,sched_name", _schedule_sweep_cases())
+def test_parity_fp64_schedules(opt_name, options, sched_name):
+    run_parity(opt_name, options, ALL_SCHEDULES[sched_name], dtype=torch.float64, steps=100)
+
+
+def _option_sweep_cases():
+    cases = []
+    for opt in OPT_NAMES:
+        for o in OPTIONS[opt]:
+            for name in ("constant", "CyclicLR", "ReduceLROnPlateau"):
+                cases.append(pytest.param(opt, o, name, id=f"{opt}-{option_id(o)}-{name}"))
+    return cases
+
+
+@pytest.mark.parametrize("opt_name,options,sched_name", _option_sweep_cases())
+def test_parity_fp64_options(opt_name, options, sched_name):
+    run_parity(opt_name, options, SCHEDULES[sched_name], dtype=torch.float64, steps=100, seed=1)
+
+
+def _fp32_cases():
+    cases = []
+    for opt in OPT_NAMES:
+        for o in OPTIONS[opt]:
+            for name in ("OneCycleLR", "SequentialLR"):
+                cases.append(pytest.param(opt, o, name, id=f"{opt}-{option_id(o)}-{name}"))
+    return cases
+
+
+@pytest.mark.parametrize("opt_name,options,sched_name", _fp32_cases())
+def test_parity_fp32(opt_name, options, sched_name):
+    run_parity(opt_name, options, SCHEDULES[sched_name], dtype=torch.float32, steps=100, seed=2)
+
+
+def _lowp_cases():
+    cases = []
+    for dtype in (torch.bfloat16, torch.float16):
+        for opt in OPT_NAMES:
+            for o in (OPTIONS[opt][0], OPTIONS[opt][3]):
+                for name in ("CyclicLR", "CosineAnnealingWarmRestarts"):
+                    cases.append(pytest.param(opt, o, name, dtype, id=f"{opt}-{option_id(o)}-{name}-{str(dtype)[6:]}"))
+    return cases
+
+
+@pytest.mark.parametrize("opt_name,options,sched_name,dtype", _lowp_cases())
+def test_parity_low_precision_resynced(opt_name, options, sched_name, dtype):
+    run_parity(opt_name, options, SCHEDULES[sched_name], dtype=dtype, steps=40, seed=3)
+
+
+@pytest.mark.parametrize("opt_name", OPT_NAMES)
+def test_plateau_metric_as_zero_dim_tensor(opt_name):
+    run_parity(opt_name, OPTIONS[opt_name][1], SCHEDULES["ReduceLROnPlateau"], dtype=torch.float64, steps=60,
+               metric_as_tensor=True)
+
+
+@pytest.mark.parametrize("opt_name", ("SGD", "Adam"))
+def test_momentum_cycling_overrides_constructor_momentum(opt_name):
+    """torch's CyclicLR/OneCycleLR overwrite SGD's momentum (even when it was 0) and Adam's beta1; the
+    overwritten value is what torch's SGD/Adam then use."""
+    opts = {"momentum": 0.0} if opt_name == "SGD" else {"betas": (0.5, 0.999)}
+    run_parity(opt_name, opts, SCHEDULES["OneCycleLR"], dtype=torch.float64, steps=60)
+    run_parity(opt_name, opts, SCHEDULES["CyclicLR"], dtype=torch.float64, steps=60)
+
+
+def test_schedule_families_are_all_exercised():
+    """Guard: the sweep above covers every torch scheduler family the contract names."""
+    names = {s.split("-")[0] for s in SCHEDULES}
+    required = {"constant", "StepLR", "MultiStepLR", "ConstantLR", "LinearLR", "ExponentialLR", "PolynomialLR",
+                "CosineAnnealingLR", "CosineAnnealingWarmRestarts", "CyclicLR", "OneCycleLR", "SequentialLR",
+                "ChainedScheduler", "LambdaLR", "MultiplicativeLR", "ReduceLROnPlateau"}
+    assert required <= names, required - names
+
+
+# ------------------------------------------------------------------------------------------------
+# several param groups
+# ------------------------------------------------------------------------------------------------
+
+GROUP_OPTIONS = {
+    "SGD": [{"lr": 0.05, "momentum": 0.9}, {"lr": 0.02, "momentum": 0.5, "dampening": 0.1, "weight_decay": 0.1},
+            {"lr": 0.1, "nesterov": True, "momentum": 0.8}],
+    "Adam": [{"lr": 0.01, "betas": (0.9, 0.99)}, {"lr": 0.003, "amsgrad": True, "weight_decay": 0.1},
+             {"lr": 0.02, "eps": 1e-4, "maximize": True}],
+    "AdamW": [{"lr": 0.01, "weight_decay": 0.3}, {"lr": 0.005, "betas": (0.7, 0.9), "amsgrad": True},
+              {"lr": 0.02, "weight_decay": 0.0}],
+}
+GROUP_SHAPES = [[(40,), (3, 4)], [(7,)], [(2, 2, 2), (1,)]]
+
+
+def _groups(params, opts):
+    out, i = [], 0
+    for shapes, o in zip(GROUP_SHAPES, opts):
+        out.append({"params": params[i:i + len(shapes)], **o})
+        i += len(shapes)
+    return out
+
+
+def _flat_shapes():
+    return [s for g in GROUP_SHAPES for s in g]
+
+
+@pytest.mark.parametrize("opt_name", OPT_NAMES)
+@pytest.mark.parametrize("sched_name", ["constant", "CosineAnnealingLR", "ExponentialLR", "ReduceLROnPlateau", "LambdaLR"])
+def test_groups_share_constructor_schedule(opt_name, sched_name):
+    """Per-group hyperparameters, one schedule for all groups (each group scaled from its own lr)."""
+    spec = SCHEDULES[sched_name]
+    lrf_cls, torch_cls = getattr(lrfused, opt_name), getattr(torch.optim, opt_name)
+    gen = torch.Generator().manual_seed(5)
+    pa, pb = leaf_pair(make_values(_flat_shapes(), torch.float64, gen))
+    topt = torch_cls(_groups(pb, GROUP_OPTIONS[opt_name]), foreach=False)
+    n = 80
+    tsched = spec.build_torch(topt, n)
+    lopt = lrf_cls(_groups(pa, GROUP_OPTIONS[opt_name]), schedule=spec.build_lrf(n))
+    for k in range(n):
+        set_grads(pa, pb, draw_grads(pa, gen, torch.float64))
+        applied = [g["lr"] for g in topt.param_groups]
+        topt.step()
+        lopt.step()
+        if spec.plateau:
+            tsched.step(plateau_metric(k))
+            lopt.report(plateau_metric(k))
+        elif tsched is not None:
+            tsched.step()
+        what = f"{opt_name} groups {sched_name} step {k}"
+        compare_states(lopt, topt, pa, pb, torch.float64, what, extra_state_keys(opt_name))
+        assert_lr_close(lopt.get_last_lr(), applied, 0.1, what)
+
+
+def _per_group_specs():
+    return [
+        SCHEDULES["CosineAnnealingLR"],
+        SCHEDULES["OneCycleLR"],
+        SCHEDULES["StepLR"],
+    ]
+
+
+@pytest.mark.parametrize("opt_name", OPT_NAMES)
+@pytest.mark.parametrize("constructor_schedule", [False, True])
+def test_per_group_schedules(opt_name, constructor_schedule):
+    """Each param group carries its own "schedule"; the reference is one torch optimizer + scheduler per
+    group (groups are independent, so this is exactly torch's math).  With ``constructor_schedule`` the
+    last group has no "schedule" key and uses the constructor's."""
+    specs = _per_group_specs()
+    n = 70
+    lrf_cls, torch_cls = getattr(lrfused, opt_name), getattr(torch.optim, opt_name)
+    gen = torch.Generator().manual_seed(6)
+    pa, pb = leaf_pair(make_values(_flat_shapes(), torch.float64, gen))
+    lgroups = _groups(pa, GROUP_OPTIONS[opt_name])
+    tgroups = _groups(pb, GROUP_OPTIONS[opt_name])
+    topts, tscheds = [], []
+    for tg, spec in zip(tgroups, specs):
+        o = torch_cls([tg], foreach=False)
+        topts.append(o)
+        tscheds.append(spec.build_torch(o, n))
+    for lg, spec in zip(lgroups[:2], specs[:2]):
+        lg["schedule"] = spec.build_lrf(n)
+    kwargs = {}
+    if constructor_schedule:
+        kwargs["schedule"] = specs[2].build_lrf(n)
+    else:
+        lgroups[2]["schedule"] = specs[2].build_lrf(n)
+    lopt = lrf_cls(lgroups, **kwargs)
+    for k in range(n):
+        set_grads(pa, pb, draw_grads(pa, gen, torch.float64))
+        applied = [o.param_groups[0]["lr"] for o in topts]
+        for o, s in zip(topts, tscheds):
+            o.step()
+            s.step()
+        lopt.step()
+        what = f"{opt_name} per-group schedules step {k}"
+        i = 0
+        for g, (o, shapes) in enumerate(zip(topts, GROUP_SHAPES)):
+            sl = slice(i, i + len(shapes))
+            compare_states(lopt, o, pa[sl], pb[sl], torch.float64, f"{what} group {g}", extra_state_keys(opt_name))
+            i += len(shapes)
+        assert_lr_close(lopt.get_last_lr(), applied, 0.1, what)
+
+
+@pytest.mark.parametrize("opt_name", ("SGD", "Adam"))
+def test_cyclic_per_group_base_and_max_lr_lists(opt_name):
+    """CyclicLR with per-group base_lr/max_lr lists and momentum cycling, against torch's on two groups."""
+    n = 60
+    gen = torch.Generator().manual_seed(7)
+    pa, pb = leaf_pair(make_values([(30,), (5,)], torch.float64, gen))
+    lrf_cls, torch_cls = getattr(lrfused, opt_name), getattr(torch.optim, opt_name)
+    extra = {"momentum": 0.9} if opt_name == "SGD" else {}
+    topt = torch_cls([{"params": pb[:1]}, {"params": pb[1:]}], lr=0.01, foreach=False, **extra)
+    kw = dict(base_lr=[0.01, 0.002], max_lr=[0.1, 0.03], step_size_up=4, step_size_down=9, mode="triangular",
+              cycle_momentum=True, base_momentum=0.7, max_momentum=0.9)
+    tsched = L.CyclicLR(topt, **kw)
+    lopt = lrf_cls([{"params": pa[:1]}, {"params": pa[1:]}], lr=0.01, schedule=S.CyclicLR(**kw), **extra)
+    for k in range(n):
+        set_grads(pa, pb, draw_grads(pa, gen, torch.float64))
+        applied = [g["lr"] for g in topt.param_groups]
+        topt.step()
+        tsched.step()
+        lopt.step()
+        what = f"{opt_name} cyclic lists step {k}"
+        compare_states(lopt, topt, pa, pb, torch.float64, what, extra_state_keys(opt_name))
+        assert_lr_close(lopt.get_last_lr(), applied, 0.1, what)
+
+
+def test_plateau_min_lr_per_group():
+    n = 80
+    gen = torch.Generator().manual_seed(8)
+    pa, pb = leaf_pair(make_values([(30,), (5,)], torch.float64, gen))
+    groups = lambda ps: [{"params": ps[:1], "lr": 0.1}, {"params": ps[1:], "lr": 0.02}]
+    topt = torch.optim.Adam(groups(pb), foreach=False)
+    kw = dict(factor=0.2, patience=1, min_lr=[1e-3, 1e-2], cooldown=2)
+    tsched = L.ReduceLROnPlateau(topt, **kw)
+    lopt = lrfused.Adam(groups(pa), schedule=S.ReduceLROnPlateau(**kw))
+    for k in range(n):
+        set_grads(pa, pb, draw_grads(pa, gen, torch.float64))
+        applied = [g["lr"] for g in topt.param_groups]
+        topt.step()
+        lopt.step()
+        tsched.step(plateau_metric(k))
+        lopt.report(plateau_metric(k))
+        what = f"plateau min_lr lists step {k}"
+        compare_states(lopt, topt, pa, pb, torch.float64, what)
+        assert_lr_close(lopt.get_last_lr(), applied, 0.1, what)
+    # the run must actually have reduced both groups to their floors, or it proved nothing
+    assert applied == [1e-3, 1e-2]
+
+
+# ------------------------------------------------------------------------------------------------
+# get_last_lr and the constructor schedule default
+# ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("opt_name", OPT_NAMES)
+def test_no_schedule_is_constant_lr(opt_name):
+    lrf_cls = getattr(lrfused, opt_name)
+    p = torch.zeros(3, dtype=torch.float64, requires_grad=True)
+    opt = lrf_cls([p], lr=0.0123)
+    for _ in range(3):
+        p.grad = torch.ones(3, dtype=torch.float64)
+        opt.step()
+        assert opt.get_last_lr() == [0.0123]
+
+
+@pytest.mark.parametrize("sched_name", [n for n in SCHEDULES if n != "constant"])
+def test_get_last_lr_matches_schedule_lr_at(sched_name):
+    """get_last_lr() after the k-th step is schedule.lr_at(k, base_lr) (same C++ formula; exact)."""
+    spec = SCHEDULES[sched_name]
+    n = 50
+    sched = spec.build_lrf(n)
+    p = torch.zeros(4, dtype=torch.float64, requires_grad=True)
+    opt = lrfused.SGD([p], lr=0.07, momentum=0.9, schedule=sched)
+    for k in range(n):
+        p.grad = torch.full((4,), 0.5, dtype=torch.float64)
+        opt.step()
+        if spec.plateau:
+            # no metric reported: a plateau schedule holds the base lr
+            assert opt.get_last_lr() == [0.07]
+        else:
+            assert opt.get_last_lr() == [sched.lr_at(k, 0.07)], f"{sched_name} step {k}"
