@@ -324,8 +324,11 @@ def assert_tensor_close(actual, expected, dtype, key, what, before=None):
 
 def compare_states(lrf_opt, torch_opt, lrf_params, torch_params, dtype, what, allowed_extra=(), befores=None):
     """Every parameter and every state tensor of torch has an lrfused counterpart within tolerance;
-    ``step`` is compared exactly (value, dtype float32, 0-dim)."""
+    ``step`` is compared exactly (value, dtype float32, 0-dim).  The tolerance is the one of each
+    parameter's own dtype (``dtype`` only labels the messages)."""
+    assert len(lrf_params) == len(torch_params)
     for i, (pa, pb) in enumerate(zip(lrf_params, torch_params)):
+        dtype = pb.dtype
         before = befores[i] if befores is not None else {}
         assert_tensor_close(pa, pb, dtype, "param", f"{what} param {i}", before.get("param"))
         sa = tensor_state(lrf_state(lrf_opt, pa))
