@@ -47,7 +47,7 @@ def _extensions():
 
     sources = rel("csrc/*.cpp") + rel("csrc/cpu/*.cpp")
     sources = [s for s in sources if not s.endswith("cuda_glue.cpp")]
-    cxx = ["-O3", "-std=c++17", "-fno-math-errno", "-fopenmp", "-DNDEBUG"]
+    cxx = ["-O3", "-std=c++17", "-fno-math-errno", "-fno-trapping-math", "-fopenmp", "-DNDEBUG"]
     include_dirs = [os.path.join(ROOT, "csrc")]
     if _want_cuda():
         sources += rel("csrc/cuda_glue.cpp") + rel("csrc/cuda/*.cu")

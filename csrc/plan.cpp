@@ -1,6 +1,209 @@
+// The eager fast path of Optimizer.step(): the optimizer's buffers are handed over once (per parameter
+// set) and kept here, so a step is one Python->C++ call that gathers gradients, checks them, and runs
+// every group. CPU groups go straight to the kernel; other devices go through the registered op, so the
+// eager and traced paths share the implementation below the op.
 #include "plan.h"
 
+#include <ATen/core/dispatch/Dispatcher.h>
+
+#include <unordered_map>
+
+#include "lrf_common.h"
+#include "optim_cpu.h"
+
 namespace lrfused {
+namespace {
+
+struct Bucket {
+  GroupStep step;  // found_inf/grad_scale/grad_factor filled per call
+  std::vector<at::Tensor> params, state1, state2, state3, steps;
+  at::ScalarType param_type;
+  at::ScalarType state_type;
+  bool on_cpu = true;
+  // CPU: kernel views built once. The state and step buffers belong to the optimizer and are replaced
+  // only through load_state_dict (which rebuilds the plan), so their pointers are cached; the param and
+  // grad pointers are read afresh every step. Skipping the state tensors' TensorImpls keeps a step over
+  // 10 000 small tensors from being a chain of cache misses.
+  std::vector<cpu::TensorRef> cached;
+  std::vector<uint8_t> staged;  // param or state not walkable flat: built per step with copies
+  // Per-step scratch, reused.
+  std::vector<at::Tensor> grads;          // non-CPU buckets
+  std::vector<cpu::TensorRef> refs;       // CPU buckets: this step's views
+  std::vector<int64_t> staged_now;        // indices into params that go through make_tensor_ref
+};
+
+class Plan {
+ public:
+  // params/state lists of one (group, device, dtype) bucket; state lists may be empty (unused slot).
+  void add_bucket(std::vector<at::Tensor> params, std::vector<at::Tensor> state1, std::vector<at::Tensor> state2,
+                  std::vector<at::Tensor> state3, std::vector<at::Tensor> steps, at::Tensor sched_state,
+                  at::Tensor program, int64_t group_index, int64_t optimizer, int64_t flags,
+                  std::vector<double> hyper) {
+    Bucket b;
+    b.step.sched_state = std::move(sched_state);
+    b.step.program = std::move(program);
+    b.step.group_index = group_index;
+    b.step.optimizer = optimizer;
+    b.step.flags = flags;
+    b.step.hyper = std::move(hyper);
+    check_group_step(b.step);
+    TORCH_CHECK(!params.empty(), "lrfused: a plan bucket needs at least one param");
+    b.param_type = real_view(params[0]).scalar_type();
+    b.state_type = state1.empty() ? b.param_type : real_view(state1[0]).scalar_type();
+    b.on_cpu = params[0].device().is_cpu();
+    if (b.on_cpu) {
+      to_kernel_dtype(b.param_type, "params");
+      to_kernel_dtype(b.state_type, "state");
+    }
+    b.params = std::move(params);
+    b.state1 = std::move(state1);
+    b.state2 = std::move(state2);
+    b.state3 = std::move(state3);
+    b.steps = std::move(steps);
+    if (b.on_cpu) cache_views(b);
+    const at::Tensor& state = b.step.sched_state;
+    if (std::find_if(sched_states_.begin(), sched_states_.end(),
+                     [&](const at::Tensor& t) { return t.is_same(state); }) == sched_states_.end()) {
+      sched_states_.push_back(state);
+    }
+    buckets_.push_back(std::move(b));
+  }
+
+  // Returns false, having changed nothing, when a parameter without optimizer state now has a
+  // gradient (the caller creates its state and rebuilds the plan). Raises, having changed nothing, on an
+  // invalid gradient.
+  bool step(const std::optional<at::Tensor>& grad_scale, const std::optional<at::Tensor>& found_inf,
+            const std::optional<at::Tensor>& grad_factor, const std::vector<at::Tensor>& stateless_params) {
+    for (const at::Tensor& p : stateless_params) {
+      if (p.grad().defined()) return false;
+    }
+    // Gather and check every gradient before any bucket runs.
+    for (Bucket& b : buckets_) {
+      b.grads.clear();
+      b.refs.clear();
+      b.staged_now.clear();
+      for (size_t i = 0; i < b.params.size(); ++i) {
+        const at::Tensor& p = b.params[i];
+        const at::Tensor& g = p.grad();
+        if (!g.defined()) continue;
+        check_grad(p, g);
+        if (!b.on_cpu) {
+          b.grads.push_back(g);
+          continue;
+        }
+        if (b.staged[i] || !flat_compatible(g, p)) {
+          b.staged_now.push_back(static_cast<int64_t>(i));
+          continue;
+        }
+        cpu::TensorRef r = b.cached[i];
+        r.param = p.data_ptr();
+        r.grad = g.data_ptr();
+        b.refs.push_back(r);
+      }
+    }
+    for (Bucket& b : buckets_) {
+      b.step.grad_scale = grad_scale;
+      b.step.found_inf = found_inf;
+      b.step.grad_factor = grad_factor;
+      if (b.on_cpu) {
+        run_cpu(b);
+      } else {
+        run_op(b);
+      }
+    }
+    for (const at::Tensor& state : sched_states_) {
+      if (state.device().is_cpu()) {
+        cpu_advance(state, found_inf);
+      } else {
+        static auto op = c10::Dispatcher::singleton()
+                             .findSchemaOrThrow("lrfused::advance_", "")
+                             .typed<void(const at::Tensor&, const std::optional<at::Tensor>&)>();
+        std::optional<at::Tensor> fi = found_inf ? std::optional<at::Tensor>(found_inf->to(state.device(), true))
+                                                 : std::nullopt;
+        op.call(state, fi);
+      }
+    }
+    return true;
+  }
+
+  int64_t num_buckets() const { return static_cast<int64_t>(buckets_.size()); }
+
+ private:
+  static void check_grad(const at::Tensor& p, const at::Tensor& g) {
+    TORCH_CHECK(!g.is_sparse(), "lrfused: a parameter of shape ", p.sizes(),
+                " has a sparse gradient; lrfused does not support sparse gradients");
+    TORCH_CHECK(g.scalar_type() == p.scalar_type() && g.sizes() == p.sizes() && g.device() == p.device(),
+                "lrfused: a gradient (", g.scalar_type(), ", ", g.sizes(), ", ", g.device(),
+                ") does not match its parameter (", p.scalar_type(), ", ", p.sizes(), ", ", p.device(), ")");
+  }
+
+  static void cache_views(Bucket& b) {
+    const size_t n = b.params.size();
+    b.cached.assign(n, cpu::TensorRef{});
+    b.staged.assign(n, 0);
+    for (size_t i = 0; i < n; ++i) {
+      const at::Tensor& p = b.params[i];
+      bool flat = p.is_non_overlapping_and_dense();
+      auto state_ptr = [&](const std::vector<at::Tensor>& list) -> void* {
+        if (list.empty()) return nullptr;
+        flat = flat && flat_compatible(list[i], p);
+        return list[i].data_ptr();
+      };
+      cpu::TensorRef& r = b.cached[i];
+      r.s1 = state_ptr(b.state1);
+      r.s2 = state_ptr(b.state2);
+      r.s3 = state_ptr(b.state3);
+      r.step = b.steps[i].data_ptr<float>();
+      r.numel = p.is_complex() ? 2 * p.numel() : p.numel();  // complex: the real view's elements
+      b.staged[i] = !flat;
+    }
+  }
+
+  void run_cpu(Bucket& b) {
+    Staging staging;
+    for (int64_t i : b.staged_now) {
+      b.refs.push_back(make_tensor_ref(b.params[i], b.params[i].grad(), b.state1.empty() ? nullptr : &b.state1[i],
+                                       b.state2.empty() ? nullptr : &b.state2[i],
+                                       b.state3.empty() ? nullptr : &b.state3[i], b.steps[i], staging));
+    }
+    cpu_group_step(b.step, b.refs.data(), static_cast<int64_t>(b.refs.size()), to_kernel_dtype(b.param_type, "params"),
+                   to_kernel_dtype(b.state_type, "state"));
+    staging.write_back();
+  }
+
+  void run_op(Bucket& b) {
+    static auto op =
+        c10::Dispatcher::singleton()
+            .findSchemaOrThrow("lrfused::fused_step_", "")
+            .typed<void(at::TensorList, at::TensorList, at::TensorList, at::TensorList, at::TensorList,
+                        at::TensorList, const at::Tensor&, const at::Tensor&, int64_t, int64_t, int64_t,
+                        at::ArrayRef<double>, const std::optional<at::Tensor>&, const std::optional<at::Tensor>&,
+                        const std::optional<at::Tensor>&)>();
+    std::vector<at::Tensor> params, s1, s2, s3, steps;
+    for (size_t i = 0; i < b.params.size(); ++i) {
+      if (!b.params[i].grad().defined()) continue;
+      params.push_back(b.params[i]);
+      if (!b.state1.empty()) s1.push_back(b.state1[i]);
+      if (!b.state2.empty()) s2.push_back(b.state2[i]);
+      if (!b.state3.empty()) s3.push_back(b.state3[i]);
+      steps.push_back(b.steps[i]);
+    }
+    if (params.empty()) return;
+    const c10::Device device = params[0].device();
+    auto on_device = [&](const std::optional<at::Tensor>& t) -> std::optional<at::Tensor> {
+      if (!t) return std::nullopt;
+      return t->device() == device ? *t : t->to(device, /*non_blocking=*/true);
+    };
+    op.call(params, b.grads, s1, s2, s3, steps, b.step.sched_state, b.step.program, b.step.group_index,
+            b.step.optimizer, b.step.flags, b.step.hyper, on_device(b.step.grad_scale), on_device(b.step.found_inf),
+            on_device(b.step.grad_factor));
+  }
+
+  std::vector<Bucket> buckets_;
+  std::vector<at::Tensor> sched_states_;
+};
+
+}  // namespace
 
 void bind_plan(pybind11::module& module) {
   module.def("built_with_cuda", []() {
@@ -10,6 +213,13 @@ void bind_plan(pybind11::module& module) {
     return false;
 #endif
   });
+  module.def("cpu_simd_level", []() { return std::string(cpu::simd_level()); });
+  pybind11::class_<Plan>(module, "Plan")
+      .def(pybind11::init<>())
+      .def("add_bucket", &Plan::add_bucket)
+      .def("step", &Plan::step, pybind11::arg("grad_scale"), pybind11::arg("found_inf"),
+           pybind11::arg("grad_factor"), pybind11::arg("stateless_params"))
+      .def_property_readonly("num_buckets", &Plan::num_buckets);
 }
 
 }  // namespace lrfused

@@ -36,11 +36,30 @@ at::Tensor schedule_momenta_cpu(const at::Tensor& program, const at::Tensor& ste
   return out.to(steps.device());
 }
 
+void plateau_report_cpu(at::Tensor& sched_state, const at::Tensor& metric, at::ArrayRef<double> config,
+                        int64_t num_groups) {
+  TORCH_CHECK(sched_state.device().is_cpu() && sched_state.scalar_type() == at::kDouble &&
+                  sched_state.dim() == 1 && sched_state.is_contiguous(),
+              "lrfused.plateau_report_: sched_state must be a contiguous 1-D float64 CPU tensor");
+  TORCH_CHECK(num_groups >= 1, "lrfused.plateau_report_: num_groups must be >= 1, got ", num_groups);
+  TORCH_CHECK(sched_state.numel() >= SCHED_LAST_LR + 2 * num_groups,
+              "lrfused.plateau_report_: sched_state has ", sched_state.numel(), " slots, expected ",
+              SCHED_LAST_LR + 2 * num_groups, " for ", num_groups, " groups");
+  TORCH_CHECK(static_cast<int64_t>(config.size()) == 7 + num_groups,
+              "lrfused.plateau_report_: config must hold 7 + num_groups = ", 7 + num_groups,
+              " values, got ", config.size());
+  TORCH_CHECK(metric.numel() == 1 && metric.device().is_cpu(),
+              "lrfused.plateau_report_: metric must be a 1-element tensor on the CPU");
+  const double value = metric.item<double>();
+  sched::plateau_step(sched_state.data_ptr<double>(), static_cast<int>(num_groups), value, config.data());
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(lrfused, CPU, m) {
   m.impl("schedule_lrs", &schedule_lrs_cpu);
   m.impl("schedule_momenta", &schedule_momenta_cpu);
+  m.impl("plateau_report_", &plateau_report_cpu);
 }
 
 }  // namespace lrfused

@@ -26,10 +26,17 @@ enum HyperSlot : int { HYPER_LR = 0, HYPER_MOMENTUM = 1, HYPER_BETA1 = 1, HYPER_
 
 namespace math {
 
+// Type-exact sqrt/fabs: a bare sqrt(float) may resolve to the double C function, which both changes
+// the rounding and stops the CPU loops from vectorizing.
+LRF_HD float lrf_sqrt(float x) { return sqrtf(x); }
+LRF_HD double lrf_sqrt(double x) { return sqrt(x); }
+
 // torch.maximum semantics: NaN in either operand propagates.
 template <typename C>
 LRF_HD C nan_propagating_max(C a, C b) {
-  return (a != a) ? a : ((b != b) ? b : (a > b ? a : b));
+  C larger = a > b ? a : b;
+  larger = (b != b) ? b : larger;
+  return (a != a) ? a : larger;
 }
 
 template <typename C>
@@ -64,24 +71,31 @@ LRF_HD AdamScalars<C> make_adam_scalars(double lr, double beta1, double beta2, d
   return s;
 }
 
-// One Adam/AdamW element. g is the gradient after unscaling/clipping/maximize.
-template <typename C, bool AMSGRAD>
+// Weight decay of an Adam-family update: none, L2 added to the gradient (Adam), decoupled (AdamW).
+enum WeightDecayMode : int { WD_NONE = 0, WD_COUPLED = 1, WD_DECOUPLED = 2 };
+
+// One Adam/AdamW element. g is the gradient after unscaling/clipping/maximize. near_lerp is
+// |1 - beta1| < 0.5 (constant per step): torch's lerp is self + w * (end - self) then, and
+// end + (w - 1) * (end - self) otherwise; written as a select so that the CPU loop stays vectorizable.
+template <typename C, bool AMSGRAD, int WD>
 LRF_HD void adam_update(C& p, C g, C& exp_avg, C& exp_avg_sq, C& max_exp_avg_sq,
-                        const AdamScalars<C>& s, bool coupled_wd, bool decoupled_wd) {
-  if (coupled_wd) g = g + s.weight_decay * p;
-  if (decoupled_wd) p = p * s.param_keep;
-  // torch's lerp: self + w * (end - self) when |w| < 0.5, else end + (w - 1) * (end - self)
-  const bool near = fabs(static_cast<double>(s.lerp_weight)) < 0.5;
-  exp_avg = near ? exp_avg + s.lerp_weight * (g - exp_avg) : g + s.lerp_weight_c * (g - exp_avg);
+                        const AdamScalars<C>& s, bool near_lerp) {
+  if (WD == WD_COUPLED) g = g + s.weight_decay * p;
+  if (WD == WD_DECOUPLED) p = p * s.param_keep;
+  const C lerp_base = near_lerp ? exp_avg : g;
+  const C lerp_coeff = near_lerp ? s.lerp_weight : s.lerp_weight_c;
+  exp_avg = lerp_base + lerp_coeff * (g - exp_avg);
   exp_avg_sq = exp_avg_sq * s.beta2 + s.one_minus_beta2 * g * g;
   C second = exp_avg_sq;
   if (AMSGRAD) {
     max_exp_avg_sq = nan_propagating_max(max_exp_avg_sq, exp_avg_sq);
     second = max_exp_avg_sq;
   }
-  const C denom = sqrt(second) / s.bias_correction2_sqrt + s.eps;
+  const C denom = lrf_sqrt(second) / s.bias_correction2_sqrt + s.eps;
   p = p + s.neg_step_size * exp_avg / denom;
 }
+
+LRF_HD bool adam_near_lerp(double beta1) { return fabs(1.0 - beta1) < 0.5; }
 
 template <typename C>
 struct SgdScalars {

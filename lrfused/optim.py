@@ -1,14 +1,449 @@
-"""Fused optimizers (being written)."""
+"""SGD, Adam and AdamW: torch.optim.Optimizer subclasses whose step() applies the scheduled learning
+rate inside one fused kernel pass (see ../shared/API.md).
+
+Per (param group, device, dtype) "bucket" the optimizer hands its buffers once to a C++ launch plan;
+a step is then one call that gathers the gradients in C++, checks them, updates every bucket and
+advances the on-device step counter. Under torch.compile the same kernels are reached through the
+registered ops with every tensor an explicit argument.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Iterable
+
 import torch
 
+from . import schedules as _schedules
+from ._ops import _C, ops
 
-class SGD(torch.optim.Optimizer):
-    pass
+_SGD, _ADAM = 0, 1
+_FLAG_AMSGRAD, _FLAG_NESTEROV, _FLAG_MAXIMIZE, _FLAG_DECOUPLED_WD = 1, 2, 4, 8
+# sched_state layout (csrc/lrf_common.h)
+_SCHED_STEP, _PLATEAU_BEST, _PLATEAU_BAD, _PLATEAU_COOLDOWN, _PLATEAU_EPOCH, _LAST_LR = 0, 1, 2, 3, 4, 8
+
+_STATE_DTYPES = {torch.float32, torch.float64, torch.bfloat16, torch.float16}
 
 
-class Adam(torch.optim.Optimizer):
-    pass
+def _is_number(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
 
 
-class AdamW(torch.optim.Optimizer):
-    pass
+def _check_nonnegative(value, name: str, message: str) -> None:
+    if isinstance(value, torch.Tensor):
+        raise TypeError(f"lrfused: {name} must be a Python number, got a Tensor")
+    if not _is_number(value):
+        raise TypeError(f"lrfused: {name} must be a number, got {type(value).__name__}")
+    if not 0.0 <= value < math.inf:  # also rejects NaN
+        raise ValueError(f"{message}: {value}")
+
+
+def _real_dtype(t: torch.Tensor) -> torch.dtype:
+    return t.real.dtype if t.is_complex() else t.dtype
+
+
+class _FusedOptimizer(torch.optim.Optimizer):
+    """The machinery shared by lrfused's optimizers. Subclasses define _KIND, _validate_group,
+    _state_keys, _flags and _hyper."""
+
+    _KIND = -1
+
+    def __init__(self, params, defaults: dict, schedule, state_dtype):
+        if schedule is None:
+            schedule = _schedules.Constant()
+        if not isinstance(schedule, _schedules.Schedule):
+            raise TypeError(f"lrfused: schedule must be a lrfused.schedules.Schedule, got {type(schedule).__name__}")
+        if state_dtype is not None and state_dtype not in _STATE_DTYPES:
+            raise TypeError(f"lrfused: state_dtype must be one of {sorted(map(str, _STATE_DTYPES))} or None, "
+                            f"got {state_dtype}")
+        defaults = dict(defaults, schedule=schedule)
+        self._state_dtype = state_dtype
+        self._plan = None
+        self._plan_signature = None
+        self._sched_states: dict[torch.device, torch.Tensor] = {}
+        self._host_steps = 0  # step() calls; an upper bound of the device's k (skipped steps do not count there)
+        super().__init__(params, defaults)
+
+    # ---- groups -------------------------------------------------------------------------------
+    def add_param_group(self, param_group: dict) -> None:
+        schedule = param_group.get("schedule", self.defaults.get("schedule"))
+        if not isinstance(schedule, _schedules.Schedule):
+            raise TypeError(f"lrfused: a param group's schedule must be a lrfused.schedules.Schedule, "
+                            f"got {type(schedule).__name__}")
+        candidate = dict(self.defaults)
+        candidate.update(param_group)
+        self._validate_group(candidate)
+        params = param_group["params"]
+        params = [params] if isinstance(params, torch.Tensor) else list(params)
+        devices = set()
+        for p in params:
+            if not isinstance(p, torch.Tensor):
+                raise TypeError(f"lrfused: params must be Tensors, got {type(p).__name__}")
+            if not (p.is_floating_point() or p.is_complex()):
+                raise TypeError(f"lrfused: can only optimize floating-point or complex tensors, got {p.dtype}")
+            if _real_dtype(p) not in _STATE_DTYPES:
+                raise TypeError(f"lrfused: unsupported parameter dtype {p.dtype}")
+            devices.add(p.device)
+        if len(devices) > 1:
+            raise ValueError(f"lrfused: all parameters of a param group must be on one device, got {sorted(map(str, devices))}")
+        if schedule.cycles_momentum and not self._has_momentum(candidate):
+            raise ValueError("lrfused: the schedule cycles momentum (cycle_momentum=True) but the optimizer has no "
+                             "momentum; use momentum > 0 or cycle_momentum=False")
+        super().add_param_group(param_group)
+        self._invalidate()
+
+    def _has_momentum(self, group) -> bool:
+        return True
+
+    def _invalidate(self) -> None:
+        self._plan = None
+
+    # ---- state ---------------------------------------------------------------------------------
+    def _state_dtype_for(self, p: torch.Tensor) -> torch.dtype:
+        if self._state_dtype is None or p.is_complex():
+            return p.dtype
+        return self._state_dtype
+
+    def _init_state(self, p: torch.Tensor, group: dict) -> None:
+        state = self.state[p]
+        dtype = self._state_dtype_for(p)
+        if "step" not in state:
+            # SGD's buffer may come from a torch checkpoint, which keeps no step: a buffer means "not first".
+            started = self._KIND == _SGD and state.get("momentum_buffer") is not None
+            state["step"] = torch.tensor(1.0 if started else 0.0, dtype=torch.float32, device=p.device)
+        for key in self._state_keys(group):
+            if state.get(key) is None:
+                state[key] = torch.zeros_like(p, dtype=dtype, memory_format=torch.preserve_format)
+
+    def _state_keys(self, group) -> tuple:
+        raise NotImplementedError
+
+    # ---- the launch plan -----------------------------------------------------------------------
+    def _signature(self):
+        return tuple((g["lr"],) + self._hyper(g)[1:] + (self._flags(g), id(g["schedule"]), len(g["params"]))
+                     for g in self.param_groups)
+
+    def _sched_state(self, device: torch.device) -> torch.Tensor:
+        num_groups = len(self.param_groups)
+        size = _LAST_LR + 2 * num_groups
+        old = self._sched_states.get(device)
+        if old is not None and old.numel() == size:
+            return old
+        state = torch.zeros(size, dtype=torch.float64, device=device)
+        plateau = self._plateau_schedule()
+        worse = -math.inf if (plateau is not None and plateau.mode == "max") else math.inf
+        state[_PLATEAU_BEST] = worse
+        for g, group in enumerate(self.param_groups):
+            state[_LAST_LR + g] = group["schedule"].lr_at(0, group["lr"])
+            state[_LAST_LR + num_groups + g] = group["lr"]
+        if old is not None:  # groups were added: keep the counters and what the old groups had
+            old_groups = (old.numel() - _LAST_LR) // 2
+            state[:_LAST_LR] = old[:_LAST_LR]
+            state[_LAST_LR:_LAST_LR + old_groups] = old[_LAST_LR:_LAST_LR + old_groups]
+            state[_LAST_LR + num_groups:_LAST_LR + num_groups + old_groups] = old[_LAST_LR + old_groups:]
+        self._sched_states[device] = state
+        return state
+
+    def _plateau_schedule(self):
+        plateaus = [g["schedule"] for g in self.param_groups if g["schedule"].is_plateau]
+        if not plateaus:
+            return None
+        if any(s is not plateaus[0] and s != plateaus[0] for s in plateaus[1:]):
+            raise ValueError("lrfused: param groups use different ReduceLROnPlateau schedules; one optimizer "
+                             "drives one plateau state machine, so give every group the same one")
+        return plateaus[0]
+
+    def _buckets(self):
+        """Yields (group_index, group, params) per (group, device, dtype), params that have state."""
+        for g, group in enumerate(self.param_groups):
+            by_key: dict[tuple, list] = {}
+            for p in group["params"]:
+                if "step" in self.state.get(p, {}):
+                    by_key.setdefault((p.device, p.dtype), []).append(p)
+            for params in by_key.values():
+                yield g, group, params
+
+    def _bucket_args(self, g, group, params):
+        keys = self._state_keys(group)
+        lists = [[self.state[p][k] for p in params] for k in keys]
+        lists += [[] for _ in range(3 - len(lists))]
+        steps = [self.state[p]["step"] for p in params]
+        device = params[0].device
+        program = group["schedule"]._pack(g, len(self.param_groups)).to(device)
+        return lists, steps, self._sched_state(device), program
+
+    def _build_plan(self) -> None:
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is not None:
+                    self._init_state(p, group)
+        self._plateau_schedule()  # raises for conflicting plateau schedules
+        plan = _C.Plan()
+        self._programs = {}
+        for g, group, params in self._buckets():
+            (s1, s2, s3), steps, sched_state, program = self._bucket_args(g, group, params)
+            plan.add_bucket(params, s1, s2, s3, steps, sched_state, program, g, self._KIND, self._flags(group),
+                            list(self._hyper(group)))
+        self._stateless = [p for group in self.param_groups for p in group["params"]
+                           if "step" not in self.state.get(p, {})]
+        self._plan = plan
+        self._plan_signature = self._signature()
+
+    # ---- stepping ------------------------------------------------------------------------------
+    def _check_schedule_bounds(self) -> None:
+        k = self._host_steps
+        cpu_state = self._sched_states.get(torch.device("cpu"))
+        if cpu_state is not None:
+            k = int(cpu_state[_SCHED_STEP])  # exact and free on the CPU
+        for group in self.param_groups:
+            last = group["schedule"].max_step()
+            if last is not None and k > last:
+                raise ValueError(f"lrfused: step {k} is past the end of the schedule {group['schedule']!r}, "
+                                 f"which allows steps 0..{last} (torch's scheduler raises here too)")
+
+    @torch.no_grad()
+    def step(self, closure=None, *, grad_scale: torch.Tensor | None = None, found_inf: torch.Tensor | None = None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        if torch.compiler.is_compiling():
+            self._traced_step(grad_scale, found_inf)
+            return loss
+        for name, t in (("grad_scale", grad_scale), ("found_inf", found_inf)):
+            if t is not None and not isinstance(t, torch.Tensor):
+                raise TypeError(f"lrfused: {name} must be a Tensor or None, got {type(t).__name__}")
+        self._check_schedule_bounds()
+        if self._plan is None or self._plan_signature != self._signature():
+            self._build_plan()
+        if not self._plan.step(grad_scale, found_inf, None, self._stateless):
+            self._build_plan()  # a parameter got its first gradient: give it state
+            self._plan.step(grad_scale, found_inf, None, self._stateless)
+        self._host_steps += 1
+        return loss
+
+    def _traced_step(self, grad_scale, found_inf) -> None:
+        """The torch.compile path: the registered ops with every tensor an explicit argument."""
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is not None and "step" not in self.state.get(p, {}):
+                    self._init_state(p, group)
+        for g, group, params in self._buckets():
+            with_grad = [p for p in params if p.grad is not None]
+            if not with_grad:
+                continue
+            (s1, s2, s3), steps, sched_state, program = self._bucket_args(g, group, with_grad)
+            device = with_grad[0].device
+            ops.fused_step_(with_grad, [p.grad for p in with_grad], s1, s2, s3, steps, sched_state, program, g,
+                            self._KIND, self._flags(group), list(self._hyper(group)),
+                            None if grad_scale is None else grad_scale.to(device),
+                            None if found_inf is None else found_inf.to(device), None)
+        for device, state in self._sched_states.items():
+            ops.advance_(state, None if found_inf is None else found_inf.to(device))
+
+    # ---- schedule queries ----------------------------------------------------------------------
+    def get_last_lr(self) -> list[float]:
+        """The lr applied by the most recent step(), per group (reads device memory: for logging)."""
+        lrs = []
+        for g, group in enumerate(self.param_groups):
+            device = group["params"][0].device if group["params"] else None
+            state = self._sched_states.get(device)
+            if state is None or state.numel() != _LAST_LR + 2 * len(self.param_groups):
+                lrs.append(float(group["schedule"].lr_at(0, group["lr"])))
+            else:
+                lrs.append(float(state[_LAST_LR + g]))
+        return lrs
+
+    def report(self, metric) -> None:
+        """Feeds ReduceLROnPlateau: a Python number, or a 0-dim tensor consumed on the device."""
+        plateau = self._plateau_schedule()
+        if plateau is None:
+            raise RuntimeError("lrfused: report() needs a ReduceLROnPlateau schedule in some param group; "
+                               "this optimizer has none")
+        if isinstance(metric, torch.Tensor):
+            if metric.numel() != 1:
+                raise ValueError(f"lrfused: report() takes a 0-dim tensor, got shape {tuple(metric.shape)}")
+            if metric.device.type == "cpu" and math.isnan(float(metric)):
+                raise ValueError("lrfused: report() got a NaN metric")
+        elif _is_number(metric):
+            if math.isnan(metric):
+                raise ValueError("lrfused: report() got a NaN metric")
+        else:
+            raise TypeError(f"lrfused: report() takes a number or a 0-dim tensor, got {type(metric).__name__}")
+        devices = {p.device for group in self.param_groups for p in group["params"]} or {torch.device("cpu")}
+        config = plateau.plateau_config(len(self.param_groups))
+        for device in devices:
+            state = self._sched_state(device)
+            value = metric if isinstance(metric, torch.Tensor) else torch.tensor(float(metric), dtype=torch.float64)
+            ops.plateau_report_(state, value.to(device=device, dtype=torch.float64).reshape(()), config,
+                                len(self.param_groups))
+
+    # ---- checkpoints ---------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        sd = super().state_dict()
+        sd["lrfused"] = {"sched_state": {str(d): s.detach().cpu().clone() for d, s in self._sched_states.items()},
+                         "host_steps": self._host_steps}
+        return sd
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        state_dict = dict(state_dict)
+        extra = state_dict.pop("lrfused", None)
+        saved_groups = state_dict.get("param_groups", [])
+        if len(saved_groups) != len(self.param_groups):
+            raise ValueError(f"lrfused: loaded state dict has {len(saved_groups)} param groups, this optimizer has "
+                             f"{len(self.param_groups)}")
+        schedules = [g["schedule"] for g in self.param_groups]
+        self._check_loaded_state(state_dict)
+        super().load_state_dict(state_dict)
+        for group, schedule in zip(self.param_groups, schedules):
+            group.setdefault("schedule", schedule)
+            self._validate_group(group)
+        for group in self.param_groups:
+            for p in group["params"]:
+                state = self.state.get(p)
+                if state:
+                    self._adopt_loaded_state(p, group, state)
+        self._sched_states = {}
+        if extra is not None:
+            self._host_steps = int(extra.get("host_steps", 0))
+            for name, s in extra.get("sched_state", {}).items():
+                device = torch.device(name)
+                self._sched_states[device] = s.to(device=device, dtype=torch.float64).clone()
+        else:  # a torch optimizer's checkpoint: the schedule position is the parameters' step count
+            self._host_steps = int(max((float(st["step"]) for st in self.state.values() if "step" in st), default=0))
+            for device in {p.device for g in self.param_groups for p in g["params"]}:
+                self._sched_state(device)[_SCHED_STEP] = self._host_steps
+        self._invalidate()
+
+    def _check_loaded_state(self, state_dict: dict) -> None:
+        if "state" not in state_dict or "param_groups" not in state_dict:
+            raise ValueError("lrfused: a state dict needs 'state' and 'param_groups' keys")
+        ids = [i for g in state_dict["param_groups"] for i in g["params"]]
+        params = [p for g in self.param_groups for p in g["params"]]
+        if len(ids) != len(params):
+            raise ValueError(f"lrfused: loaded state dict has {len(ids)} parameters, this optimizer has {len(params)}")
+        by_id = dict(zip(ids, params))
+        for pid, st in state_dict["state"].items():
+            p = by_id.get(pid)
+            if p is None:
+                continue
+            for key, value in st.items():
+                if isinstance(value, torch.Tensor) and key != "step" and value.shape != p.shape:
+                    raise ValueError(f"lrfused: loaded state '{key}' has shape {tuple(value.shape)}, its parameter "
+                                     f"has shape {tuple(p.shape)}")
+            expected = set(self._required_loaded_keys(self._group_of(state_dict, pid)))
+            missing = expected - set(k for k, v in st.items() if v is not None)
+            if missing:
+                raise ValueError(f"lrfused: loaded state of parameter {pid} misses {sorted(missing)} "
+                                 f"(a state dict from a different optimizer?)")
+
+    @staticmethod
+    def _group_of(state_dict, pid):
+        for g in state_dict["param_groups"]:
+            if pid in g["params"]:
+                return g
+        return {}
+
+    def _required_loaded_keys(self, saved_group) -> tuple:
+        return ()
+
+    def _adopt_loaded_state(self, p, group, state) -> None:
+        """Brings a loaded per-parameter state into lrfused's layout: step as a float32 tensor on the
+        parameter's device, buffers in the state dtype."""
+        if "step" in state:
+            state["step"] = torch.as_tensor(state["step"], dtype=torch.float32).to(p.device).reshape(())
+        dtype = self._state_dtype_for(p)
+        for key in self._state_keys(group):
+            if state.get(key) is not None:
+                state[key] = state[key].to(device=p.device, dtype=dtype)
+        self._init_state(p, group)
+
+
+class SGD(_FusedOptimizer):
+    """torch.optim.SGD's math with the learning-rate schedule fused into the update."""
+
+    _KIND = _SGD
+
+    def __init__(self, params, lr: float = 1e-3, momentum: float = 0.0, dampening: float = 0.0,
+                 weight_decay: float = 0.0, nesterov: bool = False, *, maximize: bool = False, schedule=None,
+                 state_dtype: torch.dtype | None = None):
+        defaults = dict(lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
+                        nesterov=nesterov, maximize=maximize)
+        self._validate_group(defaults)
+        super().__init__(params, defaults, schedule, state_dtype)
+
+    @staticmethod
+    def _validate_group(group: dict) -> None:
+        _check_nonnegative(group["lr"], "lr", "Invalid learning rate")
+        _check_nonnegative(group["momentum"], "momentum", "Invalid momentum value")
+        _check_nonnegative(group["dampening"], "dampening", "Invalid dampening value")
+        _check_nonnegative(group["weight_decay"], "weight_decay", "Invalid weight_decay value")
+        if group["nesterov"] and (group["momentum"] <= 0 or group["dampening"] != 0):
+            raise ValueError("Nesterov momentum requires a momentum and zero dampening")
+
+    def _has_momentum(self, group) -> bool:
+        return group["momentum"] != 0
+
+    def _state_keys(self, group) -> tuple:
+        return ("momentum_buffer",) if group["momentum"] != 0 else ()
+
+    def _flags(self, group) -> int:
+        return (_FLAG_NESTEROV if group["nesterov"] else 0) | (_FLAG_MAXIMIZE if group["maximize"] else 0)
+
+    def _hyper(self, group) -> tuple:
+        return (float(group["lr"]), float(group["momentum"]), float(group["dampening"]), 0.0,
+                float(group["weight_decay"]))
+
+
+class Adam(_FusedOptimizer):
+    """torch.optim.Adam's math (L2 weight decay added to the gradient) with the schedule fused in."""
+
+    _KIND = _ADAM
+    _DECOUPLED = False
+
+    def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8, weight_decay: float = 0.0,
+                 amsgrad: bool = False, *, maximize: bool = False, schedule=None,
+                 state_dtype: torch.dtype | None = None):
+        defaults = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad, maximize=maximize)
+        self._validate_group(defaults)
+        super().__init__(params, defaults, schedule, state_dtype)
+
+    @staticmethod
+    def _validate_group(group: dict) -> None:
+        _check_nonnegative(group["lr"], "lr", "Invalid learning rate")
+        _check_nonnegative(group["eps"], "eps", "Invalid epsilon value")
+        _check_nonnegative(group["weight_decay"], "weight_decay", "Invalid weight_decay value")
+        betas = group["betas"]
+        if isinstance(betas, torch.Tensor) or not isinstance(betas, (tuple, list)) or len(betas) != 2:
+            raise TypeError(f"lrfused: betas must be a pair of numbers, got {betas!r}")
+        for i, beta in enumerate(betas):
+            if not _is_number(beta):
+                raise TypeError(f"lrfused: betas[{i}] must be a number, got {type(beta).__name__}")
+            if not 0.0 <= beta < 1.0:
+                raise ValueError(f"Invalid beta parameter at index {i}: {beta}")
+
+    def _state_keys(self, group) -> tuple:
+        return ("exp_avg", "exp_avg_sq", "max_exp_avg_sq") if group["amsgrad"] else ("exp_avg", "exp_avg_sq")
+
+    def _required_loaded_keys(self, saved_group) -> tuple:
+        keys = ("step", "exp_avg", "exp_avg_sq")
+        return keys + ("max_exp_avg_sq",) if saved_group.get("amsgrad") else keys
+
+    def _flags(self, group) -> int:
+        return ((_FLAG_AMSGRAD if group["amsgrad"] else 0) | (_FLAG_MAXIMIZE if group["maximize"] else 0)
+                | (_FLAG_DECOUPLED_WD if self._DECOUPLED else 0))
+
+    def _hyper(self, group) -> tuple:
+        beta1, beta2 = group["betas"]
+        return (float(group["lr"]), float(beta1), float(beta2), float(group["eps"]), float(group["weight_decay"]))
+
+
+class AdamW(Adam):
+    """torch.optim.AdamW's math (decoupled weight decay with the scheduled lr: p *= 1 - lr_k * wd)."""
+
+    _DECOUPLED = True
+
+    def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8, weight_decay: float = 1e-2,
+                 amsgrad: bool = False, *, maximize: bool = False, schedule=None,
+                 state_dtype: torch.dtype | None = None):
+        super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
+                         maximize=maximize, schedule=schedule, state_dtype=state_dtype)

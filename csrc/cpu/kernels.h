@@ -1,0 +1,44 @@
+// Torch-free interface of the CPU kernels (compiled without torch headers: fast to build, and the same
+// per-element math as the CUDA kernels through update_math.h).
+#pragma once
+#include <cstdint>
+
+namespace lrfused {
+namespace cpu {
+
+enum class DType : int { F32 = 0, F64 = 1, BF16 = 2, F16 = 3 };
+
+// One parameter's buffers. s1: exp_avg | momentum buffer, s2: exp_avg_sq, s3: max_exp_avg_sq (may be
+// null when unused). step: the parameter's float32 step counter, read and incremented by the kernel.
+struct TensorRef {
+  void* param;
+  void* grad;
+  void* s1;
+  void* s2;
+  void* s3;
+  float* step;
+  int64_t numel;
+};
+
+struct StepConfig {
+  int optimizer;           // OptimizerKind
+  int flags;               // OptFlags
+  double lr;               // scheduled lr for this step
+  double momentum;         // SGD momentum or Adam beta1, scheduled
+  double dampening_beta2;  // SGD dampening or Adam beta2
+  double eps;
+  double weight_decay;
+  bool has_grad_scale;     // grads are divided by grad_scale and the unscaled grads stored back
+  float inv_grad_scale;
+  float grad_factor;       // clipping factor applied after unscaling (1 = none)
+};
+
+// Updates every tensor of one group (one dtype) in a single parallel region over the flat element range.
+void fused_step(const TensorRef* tensors, int64_t num_tensors, DType param_dtype, DType state_dtype,
+                const StepConfig& config);
+
+// Name of the instruction set the kernels dispatch to on this CPU ("avx512", "avx2" or "baseline").
+const char* simd_level();
+
+}  // namespace cpu
+}  // namespace lrfused

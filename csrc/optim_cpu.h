@@ -1,0 +1,61 @@
+// The CPU implementation below both entry points: the registered op lrfused::fused_step_ (traced by
+// torch.compile, tensors as arguments) and the eager Plan (cached tensors, grads gathered in C++).
+#pragma once
+#include <ATen/ATen.h>
+
+#include <optional>
+#include <vector>
+
+#include "cpu/kernels.h"
+
+namespace lrfused {
+
+// Everything of one group step that is not a per-parameter buffer.
+struct GroupStep {
+  at::Tensor sched_state;  // float64, per device: see SchedSlot in lrf_common.h
+  at::Tensor program;      // float64 packed schedule
+  int64_t group_index = 0;
+  int64_t optimizer = 0;
+  int64_t flags = 0;
+  std::vector<double> hyper;  // HyperSlot
+  std::optional<at::Tensor> grad_scale;
+  std::optional<at::Tensor> found_inf;
+  std::optional<at::Tensor> grad_factor;
+};
+
+cpu::DType to_kernel_dtype(at::ScalarType t, const char* what);
+
+// Validates the group-level arguments (names the argument on error). Cheap; called once per group step.
+void check_group_step(const GroupStep& step);
+
+// Reads a 1-element float tensor on the CPU (found_inf, grad_scale, grad_factor).
+float read_cpu_scalar(const at::Tensor& t, const char* name);
+
+// Runs one group step on the CPU: evaluates the schedule at k, records the applied lr, updates every
+// parameter in `refs` (all of dtype param_dtype, state of state_dtype). No-op when found_inf is set.
+void cpu_group_step(const GroupStep& step, const cpu::TensorRef* refs, int64_t num_refs,
+                    cpu::DType param_dtype, cpu::DType state_dtype);
+
+// Copies that let the kernel walk a parameter flat when its memory (or its gradient's or state's
+// layout) does not allow it: a strided slice, say. Written back after the kernel; rare by construction.
+struct Staging {
+  std::vector<std::pair<at::Tensor, at::Tensor>> copies;  // (original, contiguous working copy)
+  void write_back() {
+    for (auto& c : copies) c.first.copy_(c.second);
+  }
+};
+
+// The kernel's view of one parameter (complex tensors as real views). s1..s3 may be null.
+cpu::TensorRef make_tensor_ref(const at::Tensor& param, const at::Tensor& grad, const at::Tensor* s1,
+                               const at::Tensor* s2, const at::Tensor* s3, const at::Tensor& step,
+                               Staging& staging);
+
+at::Tensor real_view(const at::Tensor& t);
+
+// True when t can be walked as a flat array in the same element order as `layout`.
+bool flat_compatible(const at::Tensor& t, const at::Tensor& layout);
+
+// k += 1 unless found_inf is set.
+void cpu_advance(const at::Tensor& sched_state, const std::optional<at::Tensor>& found_inf);
+
+}  // namespace lrfused
