@@ -65,7 +65,9 @@ def leaf_schedule(draw, for_chain=False):
 
 
 @st.composite
-def schedule_spec(draw, opt_name, steps):
+def schedule_spec(draw, opt_name, steps, options):
+    # SGD(momentum=0) + momentum cycling: see test_optim_parity.test_momentum_cycling_overrides_constructor_momentum
+    can_cycle = opt_name != "SGD" or options["momentum"] > 0
     top = draw(st.sampled_from(["leaf", "leaf", "SequentialLR", "ChainedScheduler", "CosineAnnealingWarmRestarts",
                                 "CyclicLR", "OneCycleLR", "ReduceLROnPlateau", "constant"]))
     base_lr = 0.05
@@ -100,7 +102,8 @@ def schedule_spec(draw, opt_name, steps):
             base_lr=draw(_unit(1e-3, 1e-2)), max_lr=draw(_unit(2e-2, 0.1)), step_size_up=draw(st.integers(1, 20)),
             step_size_down=draw(st.one_of(st.none(), st.integers(1, 20))),
             mode=draw(st.sampled_from(["triangular", "triangular2", "exp_range"])), gamma=draw(_unit(0.9, 1.0)),
-            cycle_momentum=draw(st.booleans()), base_momentum=draw(_unit(0.5, 0.85)), max_momentum=draw(_unit(0.86, 0.95)),
+            cycle_momentum=can_cycle and draw(st.booleans()), base_momentum=draw(_unit(0.5, 0.85)),
+            max_momentum=draw(_unit(0.86, 0.95)),
         )
         return ScheduleSpec(f"CyclicLR{kw}", lambda o, n: L.CyclicLR(o, **kw), lambda n: S.CyclicLR(**kw),
                             cycles_momentum=kw["cycle_momentum"], max_lr=0.1)
@@ -110,7 +113,7 @@ def schedule_spec(draw, opt_name, steps):
             max_lr=draw(_unit(0.01, 0.1)), total_steps=steps + draw(st.integers(10, 40)),
             pct_start=draw(st.sampled_from([0.2, 0.25, 0.3, 0.4] + ([] if three else [0.5, 0.6]))),
             anneal_strategy=draw(st.sampled_from(["cos", "linear"])), three_phase=three,
-            cycle_momentum=draw(st.booleans()), div_factor=draw(_unit(2.0, 50.0)), final_div_factor=draw(_unit(10.0, 1e4)),
+            cycle_momentum=can_cycle and draw(st.booleans()), div_factor=draw(_unit(2.0, 50.0)), final_div_factor=draw(_unit(10.0, 1e4)),
         )
         return ScheduleSpec(f"OneCycleLR{kw}", lambda o, n: L.OneCycleLR(o, **kw), lambda n: S.OneCycleLR(**kw),
                             cycles_momentum=kw["cycle_momentum"], max_lr=0.1)
@@ -152,6 +155,6 @@ def test_random_parity(data):
     dtype = data.draw(st.sampled_from([torch.float64, torch.float32]), label="dtype")
     shapes = data.draw(st.lists(shape_st, min_size=1, max_size=5), label="shapes")
     steps = data.draw(st.integers(1, 60), label="steps")
-    spec = data.draw(schedule_spec(opt_name, steps), label="schedule")
+    spec = data.draw(schedule_spec(opt_name, steps, options), label="schedule")
     seed = data.draw(st.integers(0, 2 ** 16), label="seed")
     run_parity(opt_name, options, spec, dtype=dtype, steps=steps, shapes=shapes, lr=0.05, seed=seed)
