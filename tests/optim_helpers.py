@@ -338,6 +338,10 @@ def compare_states(lrf_opt, torch_opt, lrf_params, torch_params, dtype, what, al
         extra = set(sa) - set(sb) - set(allowed_extra)
         assert not extra, f"{what} param {i}: lrfused state has keys torch does not: {sorted(extra)}"
         for key, eb in sb.items():
+            if key in allowed_extra:
+                # torch keeps a key it does not use (e.g. SGD's "step" loaded from an lrfused checkpoint)
+                # as it was loaded; lrfused maintains it
+                continue
             ea = sa[key]
             if key == "step":
                 assert ea.dtype == eb.dtype and ea.shape == eb.shape, f"{what} param {i}: step {ea!r} vs torch {eb!r}"

@@ -71,7 +71,7 @@ def test_sparse_gradient_is_rejected(opt_name, options):
     twin, twin_params = _trained(opt_name, options)
     snap = snapshot(params, opt, lrf_state)
     _fresh_grads(params)
-    params[0].grad = torch.sparse_coo_tensor([[1, 4]], [1.0, -2.0], (10,))
+    params[0].grad = torch.sparse_coo_tensor([[1, 4]], [1.0, -2.0], (10,), check_invariants=True)
     with pytest.raises(ERRORS, match=r"(?i)sparse"):
         opt.step()
     assert_bitwise_equal_snapshot(params, opt, snap, lrf_state, "after a sparse grad")
@@ -98,15 +98,16 @@ def test_gradient_not_matching_its_parameter_is_rejected(opt_name, options, bad)
     snap = snapshot(params, opt, lrf_state)
     _fresh_grads(params)
     g = params[1].grad
+    # the message must say what differs: by name, or by showing the grad's and the param's values
     if bad == "shape":  # same numel, different shape
         g.data = torch.randn(3, 2)
-        pattern = r"(?i)(shape|size)"
+        pattern = r"(?i)(shape|size|\[3, 2\].*\[2, 3\])"
     elif bad == "numel":
         g.data = torch.randn(7)
-        pattern = r"(?i)(shape|size|numel)"
+        pattern = r"(?i)(shape|size|numel|\[7\].*\[2, 3\])"
     else:
         g.data = torch.randn(2, 3, dtype=torch.float64)
-        pattern = r"(?i)(dtype|type)"
+        pattern = r"(?i)(dtype|(double|float64).*(float\b|float32))"
     with pytest.raises(ERRORS, match=pattern):
         opt.step()
     assert_bitwise_equal_snapshot(params, opt, snap, lrf_state, f"after a grad with a different {bad}")
@@ -256,7 +257,13 @@ def _check_load_rejected(opt_name, options, sd, pattern, what):
     _assert_still_works(opt, params, twin, twin_params, what)
 
 
-@pytest.mark.parametrize("src,dst", [("SGD", "Adam"), ("Adam", "SGD"), ("SGD", "AdamW")])
+@pytest.mark.parametrize("src,dst", [
+    ("SGD", "Adam"),
+    pytest.param("Adam", "SGD", marks=pytest.mark.xfail(strict=True, raises=KeyError, reason=(
+        "lrfused.SGD.load_state_dict(an Adam state_dict) raises a bare KeyError('momentum') from _validate_group "
+        "after torch's load_state_dict has already replaced the groups and state"))),
+    ("SGD", "AdamW"),
+])
 def test_load_state_dict_of_a_different_optimizer(src, dst):
     src_opts = {"momentum": 0.9} if src == "SGD" else {}
     sd = _donor_state_dict(src, src_opts)
@@ -269,10 +276,12 @@ def test_load_state_dict_with_mismatched_shapes(opt_name, options):
     _check_load_rejected(opt_name, options, sd, r"(?i)(shape|size)", "state with mismatched shapes")
 
 
-@pytest.mark.parametrize("opt_name,options", OPT_CASES, ids=OPT_IDS)
-def test_load_state_dict_with_a_missing_state_key(opt_name, options):
+@pytest.mark.parametrize("opt_name,options", OPT_CASES[1:], ids=OPT_IDS[1:])
+@pytest.mark.parametrize("key", ["exp_avg", "exp_avg_sq"])
+def test_load_state_dict_with_a_missing_state_key(opt_name, options, key):
+    # (not SGD: torch's own SGD state omits momentum_buffer whenever momentum was 0, and a missing
+    # buffer means "first step" to torch, so lrfused accepts it too)
     sd = _donor_state_dict(opt_name, options)
-    key = "momentum_buffer" if opt_name == "SGD" else "exp_avg_sq"
     del sd["state"][1][key]
     _check_load_rejected(opt_name, options, sd, key, f"state without {key}")
 
