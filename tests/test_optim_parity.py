@@ -313,3 +313,100 @@ def test_get_last_lr_matches_schedule_lr_at(sched_name):
             assert opt.get_last_lr() == [0.07]
         else:
             assert opt.get_last_lr() == [sched.lr_at(k, 0.07)], f"{sched_name} step {k}"
+
+
+# ------------------------------------------------------------------------------------------------
+# torch usage patterns beyond the basic loop
+# ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("sched_name", ["StepLR", "CosineAnnealingLR", "MultiStepLR", "LinearLR"])
+@pytest.mark.parametrize("opt_name", OPT_NAMES)
+def test_per_epoch_matches_torch_scheduler_stepped_per_epoch(opt_name, sched_name):
+    """schedule.per_epoch(spe) equals torch's scheduler stepped once every spe optimizer steps."""
+    spec, spe, n = SCHEDULES[sched_name], 3, 90
+    lrf_cls, torch_cls = getattr(lrfused, opt_name), getattr(torch.optim, opt_name)
+    options = OPTIONS[opt_name][1]
+    gen = torch.Generator().manual_seed(9)
+    pa, pb = leaf_pair(make_values([(20,), (3, 3)], torch.float64, gen))
+    topt = torch_cls(pb, lr=0.05, foreach=False, **options)
+    tsched = spec.build_torch(topt, n)
+    lopt = lrf_cls(pa, lr=0.05, schedule=spec.build_lrf(n).per_epoch(spe), **options)
+    for k in range(n):
+        set_grads(pa, pb, draw_grads(pa, gen, torch.float64))
+        applied = [g["lr"] for g in topt.param_groups]
+        topt.step()
+        lopt.step()
+        if (k + 1) % spe == 0:
+            tsched.step()
+        what = f"{opt_name} {sched_name}.per_epoch({spe}) step {k}"
+        compare_states(lopt, topt, pa, pb, torch.float64, what, extra_state_keys(opt_name))
+        assert_lr_close(lopt.get_last_lr(), applied, 0.1, what)
+
+
+@pytest.mark.parametrize("opt_name", OPT_NAMES)
+def test_plateau_eps_blocks_tiny_reductions(opt_name):
+    """At lr ~ 1e-7, ReduceLROnPlateau's eps (1e-8) stops a reduction once lr - new_lr <= eps."""
+    spec = ScheduleSpec(
+        "ReduceLROnPlateau-tiny-lr",
+        lambda o, n: L.ReduceLROnPlateau(o, factor=0.5, patience=0, eps=1e-8),
+        lambda n: S.ReduceLROnPlateau(factor=0.5, patience=0, eps=1e-8),
+        plateau=True, metric=lambda k: 1.0, max_lr=1e-7,
+    )
+    _, topt, _, _ = run_parity(opt_name, OPTIONS[opt_name][1], spec, dtype=torch.float64, steps=12, lr=1e-7)
+    assert topt.param_groups[0]["lr"] == 1e-7 / 8  # 1e-7 -> 5e-8 -> 2.5e-8 -> 1.25e-8, then blocked
+
+
+@pytest.mark.parametrize("opt_name,options,changes", [
+    ("SGD", {"momentum": 0.9}, {"lr": 0.01, "weight_decay": 0.1, "momentum": 0.5, "dampening": 0.2}),
+    ("SGD", {}, {"lr": 0.2, "maximize": True}),
+    ("Adam", {}, {"lr": 0.003, "betas": (0.5, 0.9), "eps": 1e-3, "weight_decay": 0.05}),
+    ("AdamW", {"amsgrad": True}, {"lr": 0.02, "weight_decay": 0.3, "betas": (0.95, 0.99)}),
+], ids=["SGD-momentum", "SGD-plain", "Adam", "AdamW"])
+def test_hyperparameters_edited_between_steps_take_effect(opt_name, options, changes):
+    """Without a schedule, editing param_groups[i][...] between steps (manual lr decay, changing weight
+    decay...) changes the update exactly as it does in torch."""
+    lrf_cls, torch_cls = getattr(lrfused, opt_name), getattr(torch.optim, opt_name)
+    gen = torch.Generator().manual_seed(10)
+    pa, pb = leaf_pair(make_values([(25,), (4,)], torch.float64, gen))
+    topt = torch_cls(pb, lr=0.05, foreach=False, **options)
+    lopt = lrf_cls(pa, lr=0.05, **options)
+    for k in range(16):
+        if k in (5, 11):
+            for key, value in changes.items():
+                v = value if k == 5 else (value * 0.5 if isinstance(value, float) else value)
+                topt.param_groups[0][key] = v
+                lopt.param_groups[0][key] = v
+        set_grads(pa, pb, draw_grads(pa, gen, torch.float64))
+        topt.step()
+        lopt.step()
+        what = f"{opt_name} edited hyperparameters step {k}"
+        compare_states(lopt, topt, pa, pb, torch.float64, what, extra_state_keys(opt_name))
+        assert lopt.get_last_lr() == [topt.param_groups[0]["lr"]], what
+
+
+@pytest.mark.parametrize("opt_name", OPT_NAMES)
+def test_step_with_closure(opt_name):
+    """step(closure) re-evaluates the loss with grad enabled, uses the grads it produced, returns it."""
+    lrf_cls, torch_cls = getattr(lrfused, opt_name), getattr(torch.optim, opt_name)
+    gen = torch.Generator().manual_seed(11)
+    x = torch.randn(16, 5, dtype=torch.float64, generator=gen)
+    pa, pb = leaf_pair(make_values([(5,)], torch.float64, gen))
+    topt = torch_cls(pb, lr=0.05, foreach=False)
+    lopt = lrf_cls(pa, lr=0.05)
+
+    def closure_for(opt, w):
+        def closure():
+            opt.zero_grad()
+            loss = ((x @ w) ** 2).mean()
+            loss.backward()
+            return loss
+        return closure
+
+    with torch.no_grad():
+        for k in range(8):
+            lt = topt.step(closure_for(topt, pb[0]))
+            ll = lopt.step(closure_for(lopt, pa[0]))
+            assert isinstance(ll, torch.Tensor) and ll.requires_grad
+            torch.testing.assert_close(ll.detach(), lt.detach(), rtol=1e-12, atol=1e-12)
+            compare_states(lopt, topt, pa, pb, torch.float64, f"closure step {k}", extra_state_keys(opt_name))
