@@ -410,3 +410,33 @@ def test_step_with_closure(opt_name):
             assert isinstance(ll, torch.Tensor) and ll.requires_grad
             torch.testing.assert_close(ll.detach(), lt.detach(), rtol=1e-12, atol=1e-12)
             compare_states(lopt, topt, pa, pb, torch.float64, f"closure step {k}", extra_state_keys(opt_name))
+
+
+@pytest.mark.parametrize("opt_name", OPT_NAMES)
+def test_plateau_in_one_group_and_a_step_schedule_in_another(opt_name):
+    """report() drives only the group whose schedule is ReduceLROnPlateau; the other group follows its
+    own schedule.  Reference: one torch optimizer + scheduler per group."""
+    n = 60
+    lrf_cls, torch_cls = getattr(lrfused, opt_name), getattr(torch.optim, opt_name)
+    gen = torch.Generator().manual_seed(12)
+    pa, pb = leaf_pair(make_values([(20,), (3, 3)], torch.float64, gen))
+    plateau, steps = SCHEDULES["ReduceLROnPlateau"], SCHEDULES["StepLR"]
+    t0 = torch_cls([pb[0]], lr=0.05, foreach=False)
+    t1 = torch_cls([pb[1]], lr=0.02, foreach=False)
+    s0, s1 = plateau.build_torch(t0, n), steps.build_torch(t1, n)
+    lopt = lrf_cls([{"params": [pa[0]], "lr": 0.05, "schedule": plateau.build_lrf(n)},
+                    {"params": [pa[1]], "lr": 0.02, "schedule": steps.build_lrf(n)}])
+    for k in range(n):
+        set_grads(pa, pb, draw_grads(pa, gen, torch.float64))
+        applied = [t0.param_groups[0]["lr"], t1.param_groups[0]["lr"]]
+        t0.step()
+        t1.step()
+        lopt.step()
+        s0.step(plateau.metric(k))
+        s1.step()
+        lopt.report(plateau.metric(k))
+        what = f"{opt_name} plateau+StepLR groups step {k}"
+        compare_states(lopt, t0, pa[:1], pb[:1], torch.float64, what + " group 0", extra_state_keys(opt_name))
+        compare_states(lopt, t1, pa[1:], pb[1:], torch.float64, what + " group 1", extra_state_keys(opt_name))
+        assert_lr_close(lopt.get_last_lr(), applied, 0.1, what)
+    assert applied[0] < 0.05, "the plateau group must have been reduced"
