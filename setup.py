@@ -51,8 +51,10 @@ def _extensions():
     include_dirs = [os.path.join(ROOT, "csrc")]
     if _want_cuda():
         sources += rel("csrc/cuda_glue.cpp") + rel("csrc/cuda/*.cu")
-        nvcc = ["-O3", "-std=c++17", "--use_fast_math", "-lineinfo", "-DLRFUSED_WITH_CUDA",
-                "-gencode=arch=compute_80,code=sm_80", "-gencode=arch=compute_90,code=sm_90"]
+        # No --use_fast_math: approximate sqrt/division and flushed denormals would break parity with torch.
+        nvcc = ["-O3", "-std=c++17", "-lineinfo", "-DLRFUSED_WITH_CUDA",
+                "-gencode=arch=compute_80,code=sm_80", "-gencode=arch=compute_90,code=sm_90",
+                "-gencode=arch=compute_90,code=compute_90"]
         return [CUDAExtension("lrfused._C", sources, include_dirs=include_dirs,
                               extra_compile_args={"cxx": cxx + ["-DLRFUSED_WITH_CUDA"], "nvcc": nvcc},
                               extra_link_args=["-fopenmp"])]

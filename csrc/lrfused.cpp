@@ -18,8 +18,10 @@ TORCH_LIBRARY(lrfused, m) {
   //   state1: SGD momentum buffers | Adam exp_avg; state2: exp_avg_sq; state3: max_exp_avg_sq;
   //   steps: per-parameter 0-dim float32 step counters (torch's `step` state).
   //   grad_factor: optional 1-element float32 tensor every gradient is multiplied by (clipping).
+  //   grads are mutated only when grad_scale is given: the unscaled gradient is stored back, as torch's
+  //   fused optimizers do.
   m.def(
-      "fused_step_(Tensor(a!)[] params, Tensor[] grads, Tensor(b!)[] state1, Tensor(c!)[] state2, "
+      "fused_step_(Tensor(a!)[] params, Tensor(g!)[] grads, Tensor(b!)[] state1, Tensor(c!)[] state2, "
       "Tensor(d!)[] state3, Tensor(e!)[] steps, Tensor(f!) sched_state, Tensor program, "
       "int group_index, int optimizer, int flags, float[] hyper, Tensor? grad_scale, "
       "Tensor? found_inf, Tensor? grad_factor) -> ()");
@@ -29,6 +31,9 @@ TORCH_LIBRARY(lrfused, m) {
   //   config: [mode_is_max, factor, patience, threshold, threshold_is_abs, cooldown, eps,
   //            min_lr_0 .. min_lr_{num_groups-1}]
   m.def("plateau_report_(Tensor(a!) sched_state, Tensor metric, float[] config, int num_groups) -> ()");
+  // Fused clipping: sum of squares of the (unscaled, when grad_scale is given) gradients of one
+  // device and dtype, as a 0-dim float32 tensor on their device (accumulated in double on the CPU).
+  m.def("grad_sq_norm(Tensor[] grads, Tensor? grad_scale) -> Tensor");
   // Host-side schedule evaluation through the same C++ as the kernels (float64 results).
   m.def("schedule_lrs(Tensor program, Tensor steps, float base_lr) -> Tensor");
   m.def("schedule_momenta(Tensor program, Tensor steps, float fallback) -> Tensor");

@@ -19,10 +19,14 @@ cpu::DType to_kernel_dtype(at::ScalarType t, const char* what) {
   }
 }
 
-float read_cpu_scalar(const at::Tensor& t, const char* name) {
+double read_cpu_scalar(const at::Tensor& t, const char* name) {
   TORCH_CHECK(t.device().is_cpu(), "lrfused: ", name, " must be on the CPU with CPU parameters, got ", t.device());
   TORCH_CHECK(t.numel() == 1, "lrfused: ", name, " must have one element, got ", t.numel());
-  return t.to(at::kFloat).item<float>();
+  switch (t.scalar_type()) {  // read in place: no conversion tensor per step
+    case at::kFloat: return *t.const_data_ptr<float>();
+    case at::kDouble: return *t.const_data_ptr<double>();
+    default: return t.to(at::kDouble).item<double>();
+  }
 }
 
 void check_group_step(const GroupStep& step) {
@@ -43,7 +47,7 @@ void check_group_step(const GroupStep& step) {
 
 void cpu_group_step(const GroupStep& step, const cpu::TensorRef* refs, int64_t num_refs,
                     cpu::DType param_dtype, cpu::DType state_dtype) {
-  if (step.found_inf && read_cpu_scalar(*step.found_inf, "found_inf") != 0.0f) return;
+  if (step.found_inf && read_cpu_scalar(*step.found_inf, "found_inf") != 0.0) return;
   double* state = step.sched_state.data_ptr<double>();
   const int num_groups = static_cast<int>((step.sched_state.numel() - SCHED_LAST_LR) / 2);
   const double* program = step.program.data_ptr<double>();
@@ -61,7 +65,9 @@ void cpu_group_step(const GroupStep& step, const cpu::TensorRef* refs, int64_t n
   cfg.eps = step.hyper[HYPER_EPS];
   cfg.weight_decay = step.hyper[HYPER_WEIGHT_DECAY];
   cfg.has_grad_scale = step.grad_scale.has_value();
-  cfg.inv_grad_scale = cfg.has_grad_scale ? 1.0f / read_cpu_scalar(*step.grad_scale, "grad_scale") : 1.0f;
+  // torch's fused kernels divide by the float32 scale; a float reciprocal matches that to an ulp.
+  cfg.inv_grad_scale = cfg.has_grad_scale ? 1.0f / static_cast<float>(read_cpu_scalar(*step.grad_scale, "grad_scale"))
+                                          : 1.0f;
   cfg.grad_factor = step.grad_factor ? read_cpu_scalar(*step.grad_factor, "grad_factor") : 1.0f;
   cpu::fused_step(refs, num_refs, param_dtype, state_dtype, cfg);
 }
@@ -100,7 +106,7 @@ cpu::TensorRef make_tensor_ref(const at::Tensor& param, const at::Tensor& grad, 
 }
 
 void cpu_advance(const at::Tensor& sched_state, const std::optional<at::Tensor>& found_inf) {
-  if (found_inf && read_cpu_scalar(*found_inf, "found_inf") != 0.0f) return;
+  if (found_inf && read_cpu_scalar(*found_inf, "found_inf") != 0.0) return;
   sched_state.data_ptr<double>()[SCHED_STEP] += 1.0;
 }
 
@@ -157,6 +163,31 @@ void fused_step_cpu(at::TensorList params, at::TensorList grads, at::TensorList 
   staging.write_back();
 }
 
+at::Tensor grad_sq_norm_cpu(at::TensorList grads, const std::optional<at::Tensor>& grad_scale) {
+  const double inv_scale = grad_scale ? 1.0 / read_cpu_scalar(*grad_scale, "grad_scale") : 1.0;
+  double total = 0.0;
+  std::vector<cpu::TensorRef> refs;
+  Staging staging;  // unused: gradients are only read
+  for (size_t i = 0; i < grads.size(); ++i) {
+    TORCH_CHECK(grads[i].device().is_cpu() && !grads[i].is_sparse(), "lrfused: grads[", i,
+                "] must be a dense CPU tensor");
+    const at::Tensor g = real_view(grads[i]);
+    TORCH_CHECK(g.scalar_type() == real_view(grads[0]).scalar_type(), "lrfused: grads[", i, "] is ",
+                g.scalar_type(), " but grads[0] is ", real_view(grads[0]).scalar_type());
+    const at::Tensor flat = g.is_non_overlapping_and_dense() ? g : g.contiguous();
+    cpu::TensorRef r{};
+    r.grad = flat.data_ptr();
+    r.numel = flat.numel();
+    refs.push_back(r);
+    if (!flat.is_same(g)) staging.copies.emplace_back(flat, flat);  // keeps the copy alive
+  }
+  if (!refs.empty()) {
+    total = cpu::grad_sum_of_squares(refs.data(), static_cast<int64_t>(refs.size()),
+                                     to_kernel_dtype(real_view(grads[0]).scalar_type(), "grads"), inv_scale);
+  }
+  return at::scalar_tensor(total, at::TensorOptions().dtype(at::kFloat));
+}
+
 void advance_cpu(const at::Tensor& sched_state, const std::optional<at::Tensor>& found_inf) {
   TORCH_CHECK(sched_state.scalar_type() == at::kDouble && sched_state.numel() > SCHED_STEP,
               "lrfused: sched_state must be a float64 tensor");
@@ -168,6 +199,7 @@ void advance_cpu(const at::Tensor& sched_state, const std::optional<at::Tensor>&
 TORCH_LIBRARY_IMPL(lrfused, CPU, m) {
   m.impl("fused_step_", &fused_step_cpu);
   m.impl("advance_", &advance_cpu);
+  m.impl("grad_sq_norm", &grad_sq_norm_cpu);
 }
 
 }  // namespace lrfused

@@ -29,7 +29,7 @@ cpu::DType to_kernel_dtype(at::ScalarType t, const char* what);
 void check_group_step(const GroupStep& step);
 
 // Reads a 1-element float tensor on the CPU (found_inf, grad_scale, grad_factor).
-float read_cpu_scalar(const at::Tensor& t, const char* name);
+double read_cpu_scalar(const at::Tensor& t, const char* name);
 
 // Runs one group step on the CPU: evaluates the schedule at k, records the applied lr, updates every
 // parameter in `refs` (all of dtype param_dtype, state of state_dtype). No-op when found_inf is set.

@@ -6,6 +6,7 @@
 
 #include <ATen/core/dispatch/Dispatcher.h>
 
+#include <cmath>
 #include <unordered_map>
 
 #include "lrf_common.h"
@@ -72,8 +73,12 @@ class Plan {
   // Returns false, having changed nothing, when a parameter without optimizer state now has a
   // gradient (the caller creates its state and rebuilds the plan). Raises, having changed nothing, on an
   // invalid gradient.
+  // max_grad_norm > 0 clips: the global L2 norm of the gradients goes to clip_buffer[0] and the factor
+  // min(1, max_grad_norm / (norm + 1e-6)) (torch.nn.utils.clip_grad_norm_) to clip_buffer[1], which
+  // the update kernels multiply every gradient by.
   bool step(const std::optional<at::Tensor>& grad_scale, const std::optional<at::Tensor>& found_inf,
-            const std::optional<at::Tensor>& grad_factor, const std::vector<at::Tensor>& stateless_params) {
+            double max_grad_norm, const std::optional<at::Tensor>& clip_buffer,
+            const std::vector<at::Tensor>& stateless_params) {
     for (const at::Tensor& p : stateless_params) {
       if (p.grad().defined()) return false;
     }
@@ -100,6 +105,13 @@ class Plan {
         r.grad = g.data_ptr();
         b.refs.push_back(r);
       }
+    }
+    std::optional<at::Tensor> grad_factor;
+    if (max_grad_norm > 0.0) {
+      TORCH_CHECK(clip_buffer.has_value() && clip_buffer->numel() == 2 && clip_buffer->is_floating_point(),
+                  "lrfused: clipping needs a 2-element floating-point clip_buffer");
+      compute_clip_factor(grad_scale, max_grad_norm, *clip_buffer);
+      grad_factor = clip_buffer->narrow(0, 1, 1);
     }
     for (Bucket& b : buckets_) {
       b.step.grad_scale = grad_scale;
@@ -129,6 +141,49 @@ class Plan {
   int64_t num_buckets() const { return static_cast<int64_t>(buckets_.size()); }
 
  private:
+  void compute_clip_factor(const std::optional<at::Tensor>& grad_scale, double max_norm, const at::Tensor& buffer) {
+    const c10::Device device = buffer.device();
+    for (const Bucket& b : buckets_) {
+      TORCH_CHECK(b.params.empty() || b.params[0].device() == device, "lrfused: max_grad_norm needs every "
+                  "parameter on one device (", device, "), found one on ", b.params[0].device());
+    }
+    if (device.is_cpu()) {
+      const double inv_scale = grad_scale ? 1.0 / read_cpu_scalar(*grad_scale, "grad_scale") : 1.0;
+      double sum_sq = 0.0;
+      for (Bucket& b : buckets_) {
+        sum_sq += cpu::grad_sum_of_squares(b.refs.data(), static_cast<int64_t>(b.refs.size()),
+                                           to_kernel_dtype(b.param_type, "params"), inv_scale);
+        for (int64_t i : b.staged_now) {
+          const at::Tensor g = real_view(b.params[i].grad()).to(at::kDouble) * inv_scale;
+          sum_sq += g.square().sum().item<double>();
+        }
+      }
+      const double norm = std::sqrt(sum_sq);
+      TORCH_CHECK(buffer.scalar_type() == at::kDouble, "lrfused: the CPU clip_buffer must be float64");
+      double* out = buffer.data_ptr<double>();
+      out[0] = norm;
+      // torch: clip_coef = max_norm / (total_norm + 1e-6), clamped to 1
+      out[1] = std::min(1.0, max_norm / (norm + 1e-6));
+      return;
+    }
+    static auto op = c10::Dispatcher::singleton()
+                         .findSchemaOrThrow("lrfused::grad_sq_norm", "")
+                         .typed<at::Tensor(at::TensorList, const std::optional<at::Tensor>&)>();
+    at::Tensor sum_sq;
+    for (Bucket& b : buckets_) {
+      if (b.grads.empty()) continue;
+      at::Tensor part = op.call(b.grads, grad_scale);
+      sum_sq = sum_sq.defined() ? sum_sq + part : part;
+    }
+    if (!sum_sq.defined()) {
+      buffer.fill_(0.0);
+      return;
+    }
+    const at::Tensor norm = sum_sq.sqrt();
+    buffer.narrow(0, 0, 1).copy_(norm.reshape({1}));
+    buffer.narrow(0, 1, 1).copy_((max_norm / (norm + 1e-6)).clamp_max(1.0).reshape({1}));
+  }
+
   static void check_grad(const at::Tensor& p, const at::Tensor& g) {
     TORCH_CHECK(!g.is_sparse(), "lrfused: a parameter of shape ", p.sizes(),
                 " has a sparse gradient; lrfused does not support sparse gradients");
@@ -218,7 +273,7 @@ void bind_plan(pybind11::module& module) {
       .def(pybind11::init<>())
       .def("add_bucket", &Plan::add_bucket)
       .def("step", &Plan::step, pybind11::arg("grad_scale"), pybind11::arg("found_inf"),
-           pybind11::arg("grad_factor"), pybind11::arg("stateless_params"))
+           pybind11::arg("max_grad_norm"), pybind11::arg("clip_buffer"), pybind11::arg("stateless_params"))
       .def_property_readonly("num_buckets", &Plan::num_buckets);
 }
 

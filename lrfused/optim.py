@@ -41,13 +41,25 @@ def _real_dtype(t: torch.Tensor) -> torch.dtype:
     return t.real.dtype if t.is_complex() else t.dtype
 
 
+def _is_dtensor(t) -> bool:
+    return type(t).__name__ == "DTensor" and hasattr(t, "_local_tensor")
+
+
+def _local(t):
+    """The tensor the kernels update: a DTensor's local shard (FSDP2), else the tensor itself."""
+    return t._local_tensor if _is_dtensor(t) else t
+
+
 class _FusedOptimizer(torch.optim.Optimizer):
     """The machinery shared by lrfused's optimizers. Subclasses define _KIND, _validate_group,
     _state_keys, _flags and _hyper."""
 
     _KIND = -1
+    # torch.amp.GradScaler hands grad_scale/found_inf to step() (as attributes) instead of unscaling
+    # the gradients itself, as for torch's fused optimizers.
+    _step_supports_amp_scaling = True
 
-    def __init__(self, params, defaults: dict, schedule, state_dtype):
+    def __init__(self, params, defaults: dict, schedule, state_dtype, max_grad_norm):
         if schedule is None:
             schedule = _schedules.Constant()
         if not isinstance(schedule, _schedules.Schedule):
@@ -55,8 +67,17 @@ class _FusedOptimizer(torch.optim.Optimizer):
         if state_dtype is not None and state_dtype not in _STATE_DTYPES:
             raise TypeError(f"lrfused: state_dtype must be one of {sorted(map(str, _STATE_DTYPES))} or None, "
                             f"got {state_dtype}")
+        if max_grad_norm is not None:
+            if isinstance(max_grad_norm, bool) or not _is_number(max_grad_norm):
+                raise TypeError(f"lrfused: max_grad_norm must be a positive number or None, got {max_grad_norm!r}")
+            if not 0.0 < max_grad_norm < math.inf:
+                raise ValueError(f"lrfused: max_grad_norm must be a positive finite number, got {max_grad_norm}")
         defaults = dict(defaults, schedule=schedule)
         self._state_dtype = state_dtype
+        self._max_grad_norm = None if max_grad_norm is None else float(max_grad_norm)
+        # [total grad norm, clip factor] on the parameters' device: float64 on the CPU (exact for fp64
+        # parameters), float32 elsewhere (what the CUDA kernels read).
+        self._clip_buffer = None
         self._plan = None
         self._plan_signature = None
         self._sched_states: dict[torch.device, torch.Tensor] = {}
@@ -89,6 +110,8 @@ class _FusedOptimizer(torch.optim.Optimizer):
             raise ValueError("lrfused: the schedule cycles momentum (cycle_momentum=True) but the optimizer has no "
                              "momentum; use momentum > 0 or cycle_momentum=False")
         super().add_param_group(param_group)
+        # Known once per parameter set, not scanned per step.
+        self._has_dtensor = getattr(self, "_has_dtensor", False) or any(_is_dtensor(p) for p in params)
         self._invalidate()
 
     def _has_momentum(self, group) -> bool:
@@ -207,40 +230,99 @@ class _FusedOptimizer(torch.optim.Optimizer):
             with torch.enable_grad():
                 loss = closure()
         if torch.compiler.is_compiling():
-            self._traced_step(grad_scale, found_inf)
+            self._op_step(getattr(self, "grad_scale", None) if grad_scale is None else grad_scale,
+                          getattr(self, "found_inf", None) if found_inf is None else found_inf)
             return loss
+        if grad_scale is None:
+            grad_scale = getattr(self, "grad_scale", None)
+        if found_inf is None:
+            found_inf = getattr(self, "found_inf", None)
         for name, t in (("grad_scale", grad_scale), ("found_inf", found_inf)):
             if t is not None and not isinstance(t, torch.Tensor):
                 raise TypeError(f"lrfused: {name} must be a Tensor or None, got {type(t).__name__}")
         self._check_schedule_bounds()
+        if self._has_dtensor:
+            self._op_step(grad_scale, found_inf)
+            self._host_steps += 1
+            return loss
         if self._plan is None or self._plan_signature != self._signature():
             self._build_plan()
-        if not self._plan.step(grad_scale, found_inf, None, self._stateless):
+        clip = self._max_grad_norm or 0.0
+        buffer = self._clip_buffer_for_step()
+        if not self._plan.step(grad_scale, found_inf, clip, buffer, self._stateless):
             self._build_plan()  # a parameter got its first gradient: give it state
-            self._plan.step(grad_scale, found_inf, None, self._stateless)
+            self._plan.step(grad_scale, found_inf, clip, buffer, self._stateless)
         self._host_steps += 1
         return loss
 
-    def _traced_step(self, grad_scale, found_inf) -> None:
-        """The torch.compile path: the registered ops with every tensor an explicit argument."""
+    def _clip_buffer_for_step(self):
+        if self._max_grad_norm is None:
+            return None
+        if self._clip_buffer is None:
+            device = next((_local(p).device for g in self.param_groups for p in g["params"]), torch.device("cpu"))
+            dtype = torch.float64 if device.type == "cpu" else torch.float32
+            self._clip_buffer = torch.zeros(2, dtype=dtype, device=device)
+        return self._clip_buffer
+
+    @property
+    def grad_norm(self) -> torch.Tensor | None:
+        """With max_grad_norm: the global L2 norm of the (unscaled) gradients of the latest step, before
+        clipping, as a 0-dim tensor on the parameters' device (reading it as a number may sync)."""
+        return None if self._clip_buffer is None else self._clip_buffer[0]
+
+    def _op_clip_factor(self, grad_scale):
+        """Fused clipping on the op path: one sum-of-squares pass per bucket, the factor stays on device."""
+        buffer = self._clip_buffer_for_step()
+        if buffer is None:
+            return None
+        parts = []
+        for _g, _group, params in self._buckets():
+            grads = [_local(p.grad) for p in params if p.grad is not None]
+            if grads:
+                scale = None if grad_scale is None else grad_scale.to(grads[0].device)
+                parts.append(ops.grad_sq_norm(grads, scale).to(buffer.device))
+        norm = torch.stack(parts).sum().sqrt() if parts else torch.zeros((), device=buffer.device)
+        buffer[0] = norm
+        buffer[1] = (self._max_grad_norm / (norm + 1e-6)).clamp(max=1.0)
+        return buffer[1:2]
+
+
+    def _op_step(self, grad_scale, found_inf) -> None:
+        """The registered ops with every tensor an explicit argument: what torch.compile traces, and the
+        path of DTensor (FSDP2) parameters, whose local shards are updated."""
         for group in self.param_groups:
             for p in group["params"]:
                 if p.grad is not None and "step" not in self.state.get(p, {}):
                     self._init_state(p, group)
+        grad_factor = self._op_clip_factor(grad_scale)
         for g, group, params in self._buckets():
             with_grad = [p for p in params if p.grad is not None]
             if not with_grad:
                 continue
             (s1, s2, s3), steps, sched_state, program = self._bucket_args(g, group, with_grad)
-            device = with_grad[0].device
-            ops.fused_step_(with_grad, [p.grad for p in with_grad], s1, s2, s3, steps, sched_state, program, g,
+            s1, s2, s3 = ([_local(t) for t in lst] for lst in (s1, s2, s3))
+            device = _local(with_grad[0]).device
+            ops.fused_step_([_local(p) for p in with_grad], [_local(p.grad) for p in with_grad], s1, s2, s3,
+                            steps, sched_state, program, g,
                             self._KIND, self._flags(group), list(self._hyper(group)),
                             None if grad_scale is None else grad_scale.to(device),
-                            None if found_inf is None else found_inf.to(device), None)
+                            None if found_inf is None else found_inf.to(device),
+                            None if grad_factor is None else grad_factor.to(device))
         for device, state in self._sched_states.items():
             ops.advance_(state, None if found_inf is None else found_inf.to(device))
 
     # ---- schedule queries ----------------------------------------------------------------------
+    @property
+    def scheduler(self):
+        """An LRScheduler-compatible handle (step() is a no-op: the schedule advances inside
+        optimizer.step()), for trainers that want an (optimizer, scheduler) pair."""
+        from .scheduler_handle import LRSchedulerHandle
+
+        handle = self.__dict__.get("_scheduler_handle")
+        if handle is None:
+            handle = self.__dict__["_scheduler_handle"] = LRSchedulerHandle(self)
+        return handle
+
     def get_last_lr(self) -> list[float]:
         """The lr applied by the most recent step(), per group (reads device memory: for logging)."""
         lrs = []
@@ -365,11 +447,11 @@ class SGD(_FusedOptimizer):
 
     def __init__(self, params, lr: float = 1e-3, momentum: float = 0.0, dampening: float = 0.0,
                  weight_decay: float = 0.0, nesterov: bool = False, *, maximize: bool = False, schedule=None,
-                 state_dtype: torch.dtype | None = None):
+                 state_dtype: torch.dtype | None = None, max_grad_norm: float | None = None):
         defaults = dict(lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
                         nesterov=nesterov, maximize=maximize)
         self._validate_group(defaults)
-        super().__init__(params, defaults, schedule, state_dtype)
+        super().__init__(params, defaults, schedule, state_dtype, max_grad_norm)
 
     @staticmethod
     def _validate_group(group: dict) -> None:
@@ -402,10 +484,10 @@ class Adam(_FusedOptimizer):
 
     def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8, weight_decay: float = 0.0,
                  amsgrad: bool = False, *, maximize: bool = False, schedule=None,
-                 state_dtype: torch.dtype | None = None):
+                 state_dtype: torch.dtype | None = None, max_grad_norm: float | None = None):
         defaults = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad, maximize=maximize)
         self._validate_group(defaults)
-        super().__init__(params, defaults, schedule, state_dtype)
+        super().__init__(params, defaults, schedule, state_dtype, max_grad_norm)
 
     @staticmethod
     def _validate_group(group: dict) -> None:
@@ -444,6 +526,6 @@ class AdamW(Adam):
 
     def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8, weight_decay: float = 1e-2,
                  amsgrad: bool = False, *, maximize: bool = False, schedule=None,
-                 state_dtype: torch.dtype | None = None):
+                 state_dtype: torch.dtype | None = None, max_grad_norm: float | None = None):
         super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
-                         maximize=maximize, schedule=schedule, state_dtype=state_dtype)
+                         maximize=maximize, schedule=schedule, state_dtype=state_dtype, max_grad_norm=max_grad_norm)

@@ -179,6 +179,24 @@ void run_group_impl(const TensorRef* tensors, int64_t num_tensors, const StepCon
   }
 }
 
+using SumSquaresFn = double (*)(const void*, int64_t, int64_t, double);
+
+template <typename T>
+double sum_squares_over(const TensorRef* tensors, int64_t num_tensors, double inv_scale, SumSquaresFn segment_fn) {
+  Scratch& sc = scratch();
+  sc.offsets.resize(num_tensors + 1);
+  sc.offsets[0] = 0;
+  for (int64_t i = 0; i < num_tensors; ++i) sc.offsets[i + 1] = sc.offsets[i] + tensors[i].numel;
+  // One partial sum per thread, added in thread order: deterministic for a given thread count.
+  double partial[256] = {0.0};
+  parallel_over_elements(sc.offsets, num_tensors, [&](int64_t t, int64_t b, int64_t e) {
+    partial[omp_get_thread_num() & 255] += segment_fn(tensors[t].grad, b, e, inv_scale);
+  });
+  double total = 0.0;
+  for (double p : partial) total += p;
+  return total;
+}
+
 }  // namespace
 
 #pragma GCC push_options
@@ -226,6 +244,14 @@ void fused_step(const TensorRef* tensors, int64_t num_tensors, DType param_dtype
     case Isa::Avx512: return isa_avx512::dispatch(tensors, num_tensors, param_dtype, state_dtype, config);
     case Isa::Avx2: return isa_avx2::dispatch(tensors, num_tensors, param_dtype, state_dtype, config);
     case Isa::Baseline: return isa_baseline::dispatch(tensors, num_tensors, param_dtype, state_dtype, config);
+  }
+}
+
+double grad_sum_of_squares(const TensorRef* tensors, int64_t num_tensors, DType grad_dtype, double inv_scale) {
+  switch (isa()) {
+    case Isa::Avx512: return isa_avx512::grad_sum_of_squares(tensors, num_tensors, grad_dtype, inv_scale);
+    case Isa::Avx2: return isa_avx2::grad_sum_of_squares(tensors, num_tensors, grad_dtype, inv_scale);
+    default: return isa_baseline::grad_sum_of_squares(tensors, num_tensors, grad_dtype, inv_scale);
   }
 }
 

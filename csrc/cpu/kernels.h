@@ -30,12 +30,16 @@ struct StepConfig {
   double weight_decay;
   bool has_grad_scale;     // grads are divided by grad_scale and the unscaled grads stored back
   float inv_grad_scale;
-  float grad_factor;       // clipping factor applied after unscaling (1 = none)
+  double grad_factor;      // clipping factor applied after unscaling (1 = none)
 };
 
 // Updates every tensor of one group (one dtype) in a single parallel region over the flat element range.
 void fused_step(const TensorRef* tensors, int64_t num_tensors, DType param_dtype, DType state_dtype,
                 const StepConfig& config);
+
+// Sum of squares of every gradient in `tensors` (their grad pointers), each element multiplied by
+// inv_scale first, accumulated in double in a fixed order for a given thread count. For fused clipping.
+double grad_sum_of_squares(const TensorRef* tensors, int64_t num_tensors, DType grad_dtype, double inv_scale);
 
 // Name of the instruction set the kernels dispatch to on this CPU ("avx512", "avx2" or "baseline").
 const char* simd_level();

@@ -1,0 +1,1 @@
+"""Microbenchmarks of lrfused against eager torch; entry point `python -m benchmarks.run`."""

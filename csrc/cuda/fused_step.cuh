@@ -1,0 +1,311 @@
+// The fused optimizer-step kernel, shared by sgd.cu and adam.cu (one per optimizer family, so the two
+// families compile in parallel). Per block: thread 0 reads k and found_inf from the device, evaluates
+// the schedule (sched::lr_at / sched::momentum_at) and the tensor's step-dependent scalars once, in
+// double (update_math.h make_*_scalars), and publishes them through shared memory; every thread then
+// streams its share of one 65536-element chunk through math::sgd_update / math::adam_update.
+#pragma once
+#include "cuda/multi_tensor_apply.cuh"
+#include "lrf_common.h"
+#include "schedule.h"
+#include "update_math.h"
+
+namespace lrfused {
+namespace gpu {
+
+// Scalars that are the same for every block of a launch.
+struct StepHeader {
+  double hyper[HYPER_COUNT];
+  double* sched_state;
+  const double* program;
+  const float* grad_scale;
+  const float* found_inf;
+  const float* grad_factor;
+  int group_index;
+  int num_groups;
+  int flags;
+  int has_state1;  // SGD: momentum buffers were given
+};
+
+template <int NPTR, bool LARGE>
+struct StepArgs {
+  using Table = TensorTable<NPTR, 1, ParamLimit<LARGE>::bytes - static_cast<int>(sizeof(StepHeader)) - 64,
+                            MaxBlocks<LARGE>::value>;
+  StepHeader h;
+  Table t;  // ptr[0] params, ptr[1] grads, ptr[2..] states; fptr[0] step counters
+};
+
+// Policies: NSTATE state columns, per-block scalars, and the element update (always update_math.h).
+template <bool NESTEROV>
+struct SgdPolicy {
+  static constexpr int kStates = 1;
+  template <typename C>
+  struct Block {
+    math::SgdScalars<C> s;
+    bool has_wd;
+    bool has_momentum;
+    bool first_step;
+  };
+  template <typename C>
+  __device__ static Block<C> make(const StepHeader& h, double lr, double momentum, float step) {
+    Block<C> b;
+    const double wd = h.hyper[HYPER_WEIGHT_DECAY];
+    b.s = math::make_sgd_scalars<C>(lr, momentum, h.hyper[HYPER_DAMPENING], wd);
+    b.has_wd = wd != 0.0;
+    b.has_momentum = momentum != 0.0 && h.has_state1 != 0;
+    b.first_step = step == 0.0f;
+    return b;
+  }
+  template <typename C>
+  __device__ __forceinline__ static void apply(const Block<C>& b, C& p, C g, C (&st)[kStates]) {
+    math::sgd_update<C, NESTEROV>(p, g, st[0], b.s, b.has_wd, b.has_momentum, b.first_step);
+  }
+};
+
+// WD: math::WeightDecayMode (none / L2 coupled / decoupled), a template parameter as in the CPU kernels.
+template <bool AMSGRAD, int WD>
+struct AdamPolicy {
+  static constexpr int kStates = AMSGRAD ? 3 : 2;
+  template <typename C>
+  struct Block {
+    math::AdamScalars<C> s;
+    bool near_lerp;
+  };
+  template <typename C>
+  __device__ static Block<C> make(const StepHeader& h, double lr, double beta1, float step) {
+    Block<C> b;
+    b.s = math::make_adam_scalars<C>(lr, beta1, h.hyper[HYPER_BETA2], h.hyper[HYPER_EPS],
+                                     h.hyper[HYPER_WEIGHT_DECAY], WD == math::WD_DECOUPLED,
+                                     static_cast<double>(step) + 1.0);
+    b.near_lerp = math::adam_near_lerp(beta1);
+    return b;
+  }
+  template <typename C>
+  __device__ __forceinline__ static void apply(const Block<C>& b, C& p, C g, C (&st)[kStates]) {
+    C unused = C(0);
+    C& max_sq = AMSGRAD ? st[kStates - 1] : unused;
+    math::adam_update<C, AMSGRAD, WD>(p, g, st[0], st[1], max_sq, b.s, b.near_lerp);
+  }
+};
+
+// The schedule at step k for the launch's group; also used by the finalize kernel, so the lr written to
+// SCHED_LAST_LR is bit-identical to the one applied.
+__device__ __forceinline__ double group_lr(const double* sched_state, const double* program, int64_t k,
+                                           double base_lr, int num_groups, int group_index) {
+  return sched::lr_at(program, k, base_lr, sched_state + sched_plateau_lr_slot(num_groups, group_index));
+}
+
+struct LrMomentum {
+  double lr;
+  double momentum;
+};
+
+// Not inlined: the schedule interpreter needs a stack frame and many registers, run by one thread per
+// block; kept out of line it does not raise the register count of the streaming loop. Arguments by
+// value: a reference into the kernel's parameters would make the compiler copy all of them to the stack.
+__device__ __noinline__ LrMomentum schedule_at(const double* sched_state, const double* program, double base_lr,
+                                               double base_momentum, int num_groups, int group_index) {
+  const int64_t k = static_cast<int64_t>(sched_state[SCHED_STEP]);
+  LrMomentum r;
+  r.lr = group_lr(sched_state, program, k, base_lr, num_groups, group_index);
+  r.momentum = sched::momentum_at(program, k, base_momentum);
+  return r;
+}
+
+template <class Pol, typename T, typename S, bool LARGE>
+__global__ void __launch_bounds__(kBlockThreads)
+fused_step_kernel(const StepArgs<2 + Pol::kStates, LARGE> args) {
+  using C = typename ComputeOf<T>::type;
+  using Block = typename Pol::template Block<C>;
+  constexpr int K = Pol::kStates;
+  constexpr int ILP = Ilp<T>::value;
+
+  __shared__ Block s_block;
+  __shared__ C s_inv_scale;
+  __shared__ C s_factor;
+  __shared__ int s_skip;
+
+  const StepHeader& h = args.h;
+  const int slot = args.t.block_slot[blockIdx.x];
+  const int64_t chunk = args.t.block_chunk[blockIdx.x];
+
+  if (threadIdx.x == 0) {
+    const bool skip = h.found_inf != nullptr && *h.found_inf != 0.0f;
+    s_skip = skip;
+    if (!skip) {
+      const LrMomentum lm = schedule_at(h.sched_state, h.program, h.hyper[HYPER_LR], h.hyper[HYPER_MOMENTUM],
+                                        h.num_groups, h.group_index);
+      s_block = Pol::template make<C>(h, lm.lr, lm.momentum, *args.t.fptr[0][slot]);
+      // 1 / scale in float, as the CPU path (optim_cpu.cpp) computes it, for every param dtype.
+      s_inv_scale = h.grad_scale != nullptr ? static_cast<C>(1.0f / *h.grad_scale) : C(1);
+      s_factor = h.grad_factor != nullptr ? static_cast<C>(*h.grad_factor) : C(1);
+    }
+  }
+  __syncthreads();
+  if (s_skip) return;
+
+  const Block b = s_block;
+  const C inv_scale = s_inv_scale;
+  const C factor = s_factor;
+  const bool unscale = h.grad_scale != nullptr;
+  const bool has_factor = h.grad_factor != nullptr;
+  const bool maximize = (h.flags & FLAG_MAXIMIZE) != 0;
+
+  const int64_t start = chunk * kChunkSize;
+  const int64_t remaining = args.t.numel[slot] - start;
+  const int len = static_cast<int>(remaining < kChunkSize ? remaining : kChunkSize);
+
+  T* p = static_cast<T*>(args.t.ptr[0][slot]) + start;
+  T* g = static_cast<T*>(args.t.ptr[1][slot]) + start;
+  S* st[K];
+  bool has_st[K];
+  bool aligned = aligned16(p) && aligned16(g);
+#pragma unroll
+  for (int j = 0; j < K; ++j) {
+    S* base = static_cast<S*>(args.t.ptr[2 + j][slot]);
+    has_st[j] = base != nullptr;
+    st[j] = has_st[j] ? base + start : nullptr;
+    aligned = aligned && aligned16(st[j]);
+  }
+
+  // g: raw gradient in, unscaled gradient out (stored back when grad_scale is given, as torch's fused
+  // optimizers do); the update sees it clipped and, for maximize, negated.
+  auto update = [&](C& pc, C& gc, C (&sc)[K]) {
+    if (unscale) gc = gc * inv_scale;
+    C ge = gc;
+    if (has_factor) ge = ge * factor;
+    if (maximize) ge = -ge;
+    Pol::apply(b, pc, ge, sc);
+  };
+
+  int done = 0;
+  if (aligned) {
+    const int len_vec = len - len % ILP;
+    for (int i = threadIdx.x * ILP; i < len_vec; i += blockDim.x * ILP) {
+      T pv[ILP];
+      T gv[ILP];
+      S sv[K][ILP];
+      load_vec(pv, p + i);
+      load_vec(gv, g + i);
+#pragma unroll
+      for (int j = 0; j < K; ++j)
+        if (has_st[j]) load_vec(sv[j], st[j] + i);
+#pragma unroll
+      for (int e = 0; e < ILP; ++e) {
+        C pc = to_compute(pv[e]);
+        C gc = to_compute(gv[e]);
+        C sc[K];
+#pragma unroll
+        for (int j = 0; j < K; ++j) sc[j] = has_st[j] ? to_compute(sv[j][e]) : C(0);
+        update(pc, gc, sc);
+        pv[e] = Store<T>::from(pc);
+        gv[e] = Store<T>::from(gc);
+#pragma unroll
+        for (int j = 0; j < K; ++j) sv[j][e] = Store<S>::from(sc[j]);
+      }
+      store_vec(p + i, pv);
+      if (unscale) store_vec(g + i, gv);
+#pragma unroll
+      for (int j = 0; j < K; ++j)
+        if (has_st[j]) store_vec(st[j] + i, sv[j]);
+    }
+    done = len_vec;
+  }
+  for (int i = done + static_cast<int>(threadIdx.x); i < len; i += blockDim.x) {
+    C pc = to_compute(p[i]);
+    C gc = to_compute(g[i]);
+    C sc[K];
+#pragma unroll
+    for (int j = 0; j < K; ++j) sc[j] = has_st[j] ? to_compute(st[j][i]) : C(0);
+    update(pc, gc, sc);
+    p[i] = Store<T>::from(pc);
+    if (unscale) g[i] = Store<T>::from(gc);
+#pragma unroll
+    for (int j = 0; j < K; ++j)
+      if (has_st[j]) st[j][i] = Store<S>::from(sc[j]);
+  }
+}
+
+// Fills the argument tables batch by batch (plan_chunks.h) and launches the update kernel for each.
+template <class Pol, typename T, typename S, bool LARGE>
+const char* launch_update_batches(const FusedStepLaunch& a, cudaStream_t stream) {
+  constexpr int NPTR = 2 + Pol::kStates;
+  using Args = StepArgs<NPTR, LARGE>;
+  static_assert(sizeof(Args) <= ParamLimit<LARGE>::bytes, "kernel arguments exceed the parameter limit");
+
+  struct Sink {
+    const FusedStepLaunch& a;
+    cudaStream_t stream;
+    Args args;
+    const char* error = nullptr;
+
+    void add_tensor(int slot, int64_t i) {
+      void* const* columns[NPTR];
+      columns[0] = a.params;
+      columns[1] = a.grads;
+      void* const* states[3] = {a.state1, a.state2, a.state3};
+      for (int j = 0; j < NPTR - 2; ++j) columns[2 + j] = states[j];
+      for (int j = 0; j < NPTR; ++j) args.t.ptr[j][slot] = columns[j] != nullptr ? columns[j][i] : nullptr;
+      args.t.fptr[0][slot] = a.steps[i];
+      args.t.numel[slot] = a.numels[i];
+    }
+    void add_block(int block, int slot, int64_t chunk) {
+      args.t.block_slot[block] = static_cast<uint16_t>(slot);
+      args.t.block_chunk[block] = static_cast<int32_t>(chunk);
+    }
+    bool launch(int, int num_blocks) {
+      fused_step_kernel<Pol, T, S, LARGE><<<num_blocks, kBlockThreads, 0, stream>>>(args);
+      error = last_launch_error();
+      return error == nullptr;
+    }
+  };
+
+  Sink sink{a, stream, Args{}, nullptr};
+  StepHeader& h = sink.args.h;
+  for (int i = 0; i < HYPER_COUNT; ++i) h.hyper[i] = a.hyper[i];
+  h.sched_state = a.sched_state;
+  h.program = a.program;
+  h.grad_scale = a.grad_scale;
+  h.found_inf = a.found_inf;
+  h.grad_factor = a.grad_factor;
+  h.group_index = a.group_index;
+  h.num_groups = a.num_groups;
+  h.flags = a.flags;
+  h.has_state1 = a.state1 != nullptr;
+  plan_chunks(a.numels, a.num_tensors, kChunkSize, Args::Table::kMaxTensors, Args::Table::kMaxBlocks, sink);
+  return sink.error;
+}
+
+// (param dtype, state dtype) -> template instance, for one policy.
+template <class Pol, bool LARGE>
+const char* dispatch_dtypes(const FusedStepLaunch& a, cudaStream_t stream) {
+  using F = DType;
+  const F p = a.param_dtype;
+  const F s = a.state_dtype;
+  if (p == F::kFloat32 && s == F::kFloat32) return launch_update_batches<Pol, float, float, LARGE>(a, stream);
+  if (p == F::kFloat32 && s == F::kBFloat16)
+    return launch_update_batches<Pol, float, __nv_bfloat16, LARGE>(a, stream);
+  if (p == F::kFloat16 && s == F::kFloat16) return launch_update_batches<Pol, __half, __half, LARGE>(a, stream);
+  if (p == F::kFloat16 && s == F::kFloat32) return launch_update_batches<Pol, __half, float, LARGE>(a, stream);
+  if (p == F::kBFloat16 && s == F::kBFloat16)
+    return launch_update_batches<Pol, __nv_bfloat16, __nv_bfloat16, LARGE>(a, stream);
+  if (p == F::kBFloat16 && s == F::kFloat32)
+    return launch_update_batches<Pol, __nv_bfloat16, float, LARGE>(a, stream);
+  if (p == F::kFloat64 && s == F::kFloat64) return launch_update_batches<Pol, double, double, LARGE>(a, stream);
+  return "lrfused: unsupported (param dtype, state dtype) combination";
+}
+
+template <class Pol>
+const char* dispatch_tables(const FusedStepLaunch& a, cudaStream_t stream) {
+#if LRF_LARGE_KERNEL_PARAMS
+  if (use_large_kernel_params()) return dispatch_dtypes<Pol, true>(a, stream);
+#endif
+  return dispatch_dtypes<Pol, false>(a, stream);
+}
+
+// Defined in sgd.cu, adam.cu (no / L2 weight decay) and adamw.cu (decoupled weight decay).
+const char* launch_sgd_update(const FusedStepLaunch& a, cudaStream_t stream);
+const char* launch_adam_update(const FusedStepLaunch& a, cudaStream_t stream);
+const char* launch_adamw_update(const FusedStepLaunch& a, cudaStream_t stream);
+
+}  // namespace gpu
+}  // namespace lrfused

@@ -1,0 +1,70 @@
+// Torch-free entry points of the CUDA kernels (csrc/cuda/*.cu), called by csrc/cuda_glue.cpp.
+//
+// Everything here is raw pointers, sizes and a cudaStream_t, so the kernels compile with plain nvcc
+// (DESIGN.md principle 2). Every launcher is asynchronous on `stream`: no host-device synchronisation,
+// no host-to-device copy (pointer tables travel as kernel arguments), nothing allocated. Each returns
+// nullptr on success or a static error message (the glue TORCH_CHECKs it).
+#pragma once
+#include <cstdint>
+#include <cuda_runtime_api.h>
+
+namespace lrfused {
+namespace gpu {
+
+enum class DType : int { kFloat32 = 0, kFloat16 = 1, kBFloat16 = 2, kFloat64 = 3 };
+
+// Which (param dtype, state dtype) pairs have kernels: fp32 params with fp32 or bf16 state, fp16/bf16
+// params with their own dtype or fp32 state, fp64 with fp64. Math is fp32, or fp64 for fp64 params.
+bool supported_dtypes(DType param, DType state);
+
+// One fused optimizer step over the tensors of one param group on one device (see the fused_step_
+// schema in csrc/lrfused.cpp). The per-tensor arrays have num_tensors entries; a state array is nullptr
+// when its list is empty (SGD without momentum buffers: state1; SGD: state2/state3; Adam without
+// amsgrad: state3). All tensors are dense, and each state/grad tensor has its param's layout.
+struct FusedStepLaunch {
+  int optimizer = 0;        // lrfused::OPT_SGD / OPT_ADAM
+  int flags = 0;            // lrfused::OptFlags
+  int group_index = 0;
+  int num_groups = 0;       // G: sched_state has SCHED_LAST_LR + 2G slots
+  double hyper[5] = {0, 0, 0, 0, 0};  // lrfused::HyperSlot
+  DType param_dtype = DType::kFloat32;  // params and grads
+  DType state_dtype = DType::kFloat32;  // every state tensor
+  int64_t num_tensors = 0;
+  void* const* params = nullptr;
+  void* const* grads = nullptr;
+  void* const* state1 = nullptr;
+  void* const* state2 = nullptr;
+  void* const* state3 = nullptr;
+  float* const* steps = nullptr;  // per-tensor 0-dim float32 step counters (count before this step)
+  const int64_t* numels = nullptr;
+  double* sched_state = nullptr;
+  const double* program = nullptr;
+  const float* grad_scale = nullptr;   // optional 1-element
+  const float* found_inf = nullptr;    // optional 1-element
+  const float* grad_factor = nullptr;  // optional 1-element
+};
+
+// Launches the update kernel (as many batches as the argument tables need), then one small kernel that
+// increments every step counter and writes the applied lr to sched_state[SCHED_LAST_LR + group_index].
+const char* launch_fused_step(const FusedStepLaunch& args, cudaStream_t stream);
+
+// sched_state[SCHED_STEP] += 1 unless *found_inf != 0 (found_inf may be nullptr).
+const char* launch_advance(double* sched_state, const float* found_inf, cudaStream_t stream);
+
+// ReduceLROnPlateau: one thread runs sched::plateau_step(sched_state, num_groups, *metric, config).
+// config (host memory, config_len = kPlateauConfigFixed + num_groups doubles) is passed by value.
+constexpr int kPlateauConfigFixed = 7;
+constexpr int kPlateauMaxGroups = 64;
+const char* launch_plateau_report(double* sched_state, int num_groups, const double* metric,
+                                  const double* config, int config_len, cudaStream_t stream);
+
+// Squared L2 norm of many tensors (fused gradient clipping): *out = sum_i sum_j g_ij^2, divided by
+// (*grad_scale)^2 when grad_scale is given. Deterministic: one partial per chunk in `workspace`
+// (float32, at least grad_sq_norm_workspace_size(...) entries), reduced in a fixed order.
+int64_t grad_sq_norm_workspace_size(const int64_t* numels, int64_t num_tensors);
+const char* launch_grad_sq_norm(const void* const* grads, const int64_t* numels, int64_t num_tensors,
+                                DType dtype, const float* grad_scale, float* workspace,
+                                int64_t workspace_len, float* out, cudaStream_t stream);
+
+}  // namespace gpu
+}  // namespace lrfused
