@@ -95,6 +95,11 @@ def test_matches_torch_fused(opt_name, options, dtype, sched_name, which):
         compare_states(lopt, topt, pa, pb, dtype, what, extra_state_keys(opt_name))
         if not skip:
             assert_lr_close(lopt.get_last_lr(), applied, 0.1, what)
+            if which != "found_inf_only":
+                # torch's fused kernels store the unscaled gradients back (lrfused's README: so does it);
+                # the scales are powers of two, so unscaling is exact however it is computed
+                for i, (a, b) in enumerate(zip(pa, pb)):
+                    torch.testing.assert_close(a.grad, b.grad, rtol=0, atol=0, msg=f"{what}: unscaled grad {i}")
 
 
 @pytest.mark.parametrize("opt_name,options,sched_name", [
