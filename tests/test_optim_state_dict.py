@@ -12,6 +12,7 @@ from lrfused import schedules as S
 from optim_helpers import (
     OPTIONS,
     SCHEDULES,
+    assert_lr_close,
     compare_states,
     extra_state_keys,
     lrf_state,
@@ -333,3 +334,76 @@ def test_optimizer_pickle_and_deepcopy_mid_schedule(opt_name, options, how):
         _step(opt, pa, k, spec)
         _step(clone, pc, k, spec)
         _assert_bit_identical(opt, pa, clone, pc, f"{how} step {k}")
+
+
+_BASE_LR_BUG = pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
+    "lrfused.load_state_dict takes a torch checkpoint's group 'lr' (torch's current scheduled lr) as the "
+    "schedule's base lr instead of 'initial_lr', so every later lr is scaled by lr_cut / base_lr"))
+
+
+# (not SGD: torch's SGD state keeps no step count, so a torch SGD checkpoint carries no schedule position)
+@pytest.mark.parametrize("sched_name", [
+    pytest.param("CosineAnnealingLR", marks=_BASE_LR_BUG),
+    pytest.param("StepLR", marks=_BASE_LR_BUG),
+    pytest.param("LinearLR", marks=_BASE_LR_BUG),
+    "OneCycleLR",  # absolute lrs: the base does not enter
+])
+@pytest.mark.parametrize("opt_name,options", [OPT_CASES[2], OPT_CASES[5]], ids=["Adam", "AdamW"])
+def test_torch_checkpoint_mid_schedule_loads_into_lrfused(opt_name, options, sched_name):
+    """Switching a run from torch to lrfused mid-schedule: a torch optimizer's state_dict (whose group
+    "lr" is the *scheduled* lr, the base kept as "initial_lr") loaded into the lrfused namesake built with
+    the equivalent schedule continues exactly as torch's optimizer + scheduler continue (README: the
+    schedule position is taken from the parameters' step count)."""
+    spec = SCHEDULES[sched_name]
+    n, cut = 40, 13
+    vals = _values(7)
+    pt = _leaves(vals)
+    topt = getattr(torch.optim, opt_name)(pt, lr=0.03, foreach=False, **options)
+    tsched = spec.build_torch(topt, n)
+    for k in range(cut):
+        for p, g in zip(pt, _grads(k, pt)):
+            p.grad = g
+        topt.step()
+        tsched.step()
+    pl = [p.detach().clone().requires_grad_(True) for p in pt]
+    lopt = getattr(lrfused, opt_name)(pl, lr=0.03, schedule=spec.build_lrf(n), **options)
+    lopt.load_state_dict(copy.deepcopy(topt.state_dict()))
+    for k in range(cut, n):
+        for a, b, g in zip(pl, pt, _grads(k, pl)):
+            a.grad = g.clone()
+            b.grad = g.clone()
+        applied = [g["lr"] for g in topt.param_groups]
+        topt.step()
+        tsched.step()
+        lopt.step()
+        what = f"torch checkpoint at {cut} -> lrfused, {sched_name}, step {k}"
+        compare_states(lopt, topt, pl, pt, torch.float64, what, extra_state_keys(opt_name))
+        assert_lr_close(lopt.get_last_lr(), applied, 0.1, what)
+
+
+@pytest.mark.parametrize("sched_name", ["OneCycleLR", "ReduceLROnPlateau"])
+def test_rollback_to_an_earlier_checkpoint(sched_name):
+    """Loading an earlier checkpoint into an optimizer that has moved on (e.g. 'restore the best')
+    continues exactly like the run that stopped at that checkpoint."""
+    spec = SCHEDULES[sched_name]
+    n = 50
+    vals = _values(8)
+    pa = _leaves(vals)
+    a = lrfused.Adam(pa, lr=0.03, schedule=spec.build_lrf(n))
+    for k in range(12):
+        _step(a, pa, k, spec)
+    ckpt = copy.deepcopy(a.state_dict())
+    saved = [p.detach().clone() for p in pa]
+    pb = [p.detach().clone().requires_grad_(True) for p in pa]
+    b = lrfused.Adam(pb, lr=0.03, schedule=spec.build_lrf(n))
+    b.load_state_dict(copy.deepcopy(ckpt))
+    for k in range(12, 30):  # a moves on ...
+        _step(a, pa, k, spec)
+    with torch.no_grad():  # ... and is rolled back
+        for p, s in zip(pa, saved):
+            p.copy_(s)
+    a.load_state_dict(ckpt)
+    for k in range(12, n):
+        _step(a, pa, k, spec)
+        _step(b, pb, k, spec)
+        _assert_bit_identical(a, pa, b, pb, f"rollback {sched_name} step {k}")
