@@ -219,3 +219,25 @@ def test_grad_scaler_drives_lrfused(opt_name, options, sched_name):
     if opt_name != "SGD":
         for p in pl:
             assert lrf_state(lopt, p)["step"].item() == steps - len(inject)
+
+
+@pytest.mark.parametrize("opt_name,options", [OPT_CASES[0], OPT_CASES[3]], ids=["SGD", "Adam"])
+def test_skipped_steps_do_not_count_towards_onecycle_total(opt_name, options):
+    """OneCycleLR(total_steps=T) allows k = 0..T; AMP-skipped calls in between do not use up steps."""
+    total = 10
+    sched = lrfused.schedules.OneCycleLR(max_lr=0.1, total_steps=total)
+    gen = torch.Generator().manual_seed(24)
+    params = [v.requires_grad_(True) for v in make_values(SHAPES, torch.float32, gen)]
+    opt = getattr(lrfused, opt_name)(params, lr=0.05, schedule=sched, **options)
+    k = 0
+    for call in range(total + 1 + 4):
+        skip = call in (1, 4, 5, 12)
+        for p in params:
+            p.grad = torch.randn(p.shape, generator=gen)
+        opt.step(found_inf=torch.tensor(float(skip)))
+        if not skip:
+            assert opt.get_last_lr() == [sched.lr_at(k, 0.05)], f"call {call} (k={k})"
+            k += 1
+    assert k == total + 1
+    with pytest.raises(ValueError, match=r"(?i)(total.steps|past|exceed)"):
+        opt.step(found_inf=torch.tensor(0.0))
