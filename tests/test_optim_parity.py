@@ -235,25 +235,31 @@ def test_per_group_schedules(opt_name, constructor_schedule):
 
 
 @pytest.mark.parametrize("opt_name", ("SGD", "Adam"))
-def test_cyclic_per_group_base_and_max_lr_lists(opt_name):
-    """CyclicLR with per-group base_lr/max_lr lists and momentum cycling, against torch's on two groups."""
+@pytest.mark.parametrize("family", ["CyclicLR", "OneCycleLR"])
+def test_cyclic_per_group_base_and_max_lr_lists(opt_name, family):
+    """CyclicLR / OneCycleLR with per-group lr (and momentum) lists and momentum cycling, against torch's
+    on two groups."""
     n = 60
     gen = torch.Generator().manual_seed(7)
     pa, pb = leaf_pair(make_values([(30,), (5,)], torch.float64, gen))
     lrf_cls, torch_cls = getattr(lrfused, opt_name), getattr(torch.optim, opt_name)
     extra = {"momentum": 0.9} if opt_name == "SGD" else {}
     topt = torch_cls([{"params": pb[:1]}, {"params": pb[1:]}], lr=0.01, foreach=False, **extra)
-    kw = dict(base_lr=[0.01, 0.002], max_lr=[0.1, 0.03], step_size_up=4, step_size_down=9, mode="triangular",
-              cycle_momentum=True, base_momentum=0.7, max_momentum=0.9)
-    tsched = L.CyclicLR(topt, **kw)
-    lopt = lrf_cls([{"params": pa[:1]}, {"params": pa[1:]}], lr=0.01, schedule=S.CyclicLR(**kw), **extra)
+    if family == "CyclicLR":
+        kw = dict(base_lr=[0.01, 0.002], max_lr=[0.1, 0.03], step_size_up=4, step_size_down=9, mode="triangular",
+                  cycle_momentum=True, base_momentum=0.7, max_momentum=0.9)
+    else:
+        kw = dict(max_lr=[0.1, 0.03], total_steps=n, pct_start=0.4, cycle_momentum=True, base_momentum=[0.8, 0.7],
+                  max_momentum=[0.9, 0.95], div_factor=10.0)
+    tsched = getattr(L, family)(topt, **kw)
+    lopt = lrf_cls([{"params": pa[:1]}, {"params": pa[1:]}], lr=0.01, schedule=getattr(S, family)(**kw), **extra)
     for k in range(n):
         set_grads(pa, pb, draw_grads(pa, gen, torch.float64))
         applied = [g["lr"] for g in topt.param_groups]
         topt.step()
         tsched.step()
         lopt.step()
-        what = f"{opt_name} cyclic lists step {k}"
+        what = f"{opt_name} {family} lists step {k}"
         compare_states(lopt, topt, pa, pb, torch.float64, what, extra_state_keys(opt_name))
         assert_lr_close(lopt.get_last_lr(), applied, 0.1, what)
 
