@@ -7,6 +7,7 @@ import lrfused
 from optim_helpers import (
     SCHEDULES,
     TOL,
+    assert_lr_close,
     assert_tensor_close,
     compare_states,
     draw_grads,
@@ -232,3 +233,32 @@ def test_add_param_group_after_some_steps(opt_name, options):
         lopt.step()
         compare_states(lopt, topt, pa[:n], pb[:n], torch.float64, f"add_param_group step {k}", extra_state_keys(opt_name))
         assert lopt.get_last_lr() == [g["lr"] for g in topt.param_groups]
+
+
+@pytest.mark.parametrize("opt_name,options", OPT_CASES, ids=OPT_IDS)
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
+    "a step() call in which no parameter has a gradient does not advance lrfused's schedule (k stays), "
+    "while API.md's k counts calls and torch's loop advances its scheduler after a no-op step"))
+def test_steps_with_no_gradient_at_all_still_advance_the_schedule(opt_name, options):
+    """The k-th call of step() applies lr_k (API.md), also when some calls had no gradient anywhere —
+    as torch's loop opt.step(); sched.step() advances the scheduler after a no-op step."""
+    gen = torch.Generator().manual_seed(17)
+    pa, pb = leaf_pair(make_values([(20,), (4,)], torch.float64, gen))
+    lrf_cls, torch_cls = getattr(lrfused, opt_name), getattr(torch.optim, opt_name)
+    topt = torch_cls(pb, lr=0.05, foreach=False, **options)
+    spec = SCHEDULES["ExponentialLR"]
+    tsched = spec.build_torch(topt, 20)
+    lopt = lrf_cls(pa, lr=0.05, schedule=spec.build_lrf(20), **options)
+    for k in range(20):
+        applied = [g["lr"] for g in topt.param_groups]
+        if k in (0, 1, 7, 8, 9):
+            for p in pa + pb:
+                p.grad = None
+        else:
+            set_grads(pa, pb, draw_grads(pa, gen, torch.float64))
+        topt.step()
+        tsched.step()
+        lopt.step()
+        compare_states(lopt, topt, pa, pb, torch.float64, f"no-grad steps, step {k}", extra_state_keys(opt_name))
+        if k not in (0, 1, 7, 8, 9):
+            assert_lr_close(lopt.get_last_lr(), applied, 0.05, f"no-grad steps, step {k}")
