@@ -407,3 +407,36 @@ def test_rollback_to_an_earlier_checkpoint(sched_name):
         _step(a, pa, k, spec)
         _step(b, pb, k, spec)
         _assert_bit_identical(a, pa, b, pb, f"rollback {sched_name} step {k}")
+
+
+@pytest.mark.parametrize("opt_name,options", [OPT_CASES[0], OPT_CASES[4]], ids=["SGD", "AdamW"])
+def test_resume_after_amp_skipped_steps(opt_name, options):
+    """After AMP-skipped steps the schedule position (k) lags the number of step() calls; a checkpoint
+    taken then resumes bit for bit, up to and including OneCycleLR's last allowed step."""
+    total, skips = 30, {2, 3, 9}
+    cls = getattr(lrfused, opt_name)
+    vals = _values(9)
+
+    def run(params, opt, calls):
+        for c in calls:
+            for p, g in zip(params, _grads(c, params)):
+                p.grad = g
+            opt.step(found_inf=torch.tensor(float(c in skips)))
+
+    calls = range(total + 1 + len(skips))  # exactly total + 1 real steps: k = 0 .. total
+    pa, pb = _leaves(vals), _leaves(vals)
+    a = cls(pa, lr=0.05, schedule=S.OneCycleLR(max_lr=0.1, total_steps=total), **options)
+    b = cls(pb, lr=0.05, schedule=S.OneCycleLR(max_lr=0.1, total_steps=total), **options)
+    run(pa, a, calls[:12])
+    run(pb, b, calls[:12])
+    pc = [p.detach().clone().requires_grad_(True) for p in pb]
+    c = cls(pc, lr=0.05, schedule=S.OneCycleLR(max_lr=0.1, total_steps=total), **options)
+    c.load_state_dict(copy.deepcopy(b.state_dict()))
+    for i in calls[12:]:
+        run(pa, a, [i])
+        run(pc, c, [i])
+        if i not in skips:
+            _assert_bit_identical(a, pa, c, pc, f"resume after skips, call {i}")
+    for o, ps in ((a, pa), (c, pc)):
+        with pytest.raises(ValueError, match=r"(?i)(total.steps|past|exceed)"):
+            run(ps, o, [10 ** 6])
