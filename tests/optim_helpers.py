@@ -421,6 +421,7 @@ def run_parity(
     seed: int = 0,
     resync: Optional[bool] = None,
     metric_as_tensor: bool = False,
+    device: str = "cpu",
 ):
     """lrfused.<opt_name> vs torch.optim.<opt_name>(foreach=False) + the torch scheduler of ``spec``,
     comparing parameters, state and get_last_lr() after every step."""
@@ -428,7 +429,7 @@ def run_parity(
         resync = dtype in LOW_PRECISION
     lrf_cls, torch_cls = OPTIMIZERS[opt_name]
     gen = torch.Generator().manual_seed(seed)
-    values = make_values(shapes, dtype, gen)
+    values = [v.to(device) for v in make_values(shapes, dtype, gen)]
     pa, pb = leaf_pair(values)
     topt = torch_cls(pb, lr=lr, foreach=False, **options)
     tsched = spec.build_torch(topt, steps)
@@ -436,7 +437,7 @@ def run_parity(
     lopt = lrf_cls(pa, lr=lr, schedule=schedule, **options)
     extra = extra_state_keys(opt_name)
     for k in range(steps):
-        grads = draw_grads(pa, gen, dtype)
+        grads = [g.to(device) for g in draw_grads(pa, gen, dtype)]
         set_grads(pa, pb, grads)
         if resync and k > 0:
             resync_torch_from_lrfused(lopt, topt, pa, pb)
@@ -448,10 +449,10 @@ def run_parity(
             if spec.plateau:
                 m = spec.metric(k)
                 tsched.step(m)
-                lopt.report(torch.tensor(m, dtype=torch.float64) if metric_as_tensor else m)
+                lopt.report(torch.tensor(m, dtype=torch.float64, device=device) if metric_as_tensor else m)
             else:
                 tsched.step()
-        what = f"{opt_name}({option_id(options)}) {spec.name} {dtype} step {k}"
+        what = f"{opt_name}({option_id(options)}) {spec.name} {dtype} {device} step {k}"
         compare_states(lopt, topt, pa, pb, dtype, what, allowed_extra=extra, befores=befores)
         assert_lr_close(lopt.get_last_lr(), applied, max(spec.max_lr, lr), what)
     return lopt, topt, pa, pb

@@ -446,3 +446,25 @@ def test_plateau_in_one_group_and_a_step_schedule_in_another(opt_name):
         compare_states(lopt, t1, pa[1:], pb[1:], torch.float64, what + " group 1", extra_state_keys(opt_name))
         assert_lr_close(lopt.get_last_lr(), applied, 0.1, what)
     assert applied[0] < 0.05, "the plateau group must have been reduced"
+
+
+# ------------------------------------------------------------------------------------------------
+# CUDA (skipped without a CUDA build and a GPU; conftest's `cuda` marker)
+# ------------------------------------------------------------------------------------------------
+
+
+def _cuda_cases():
+    cases = []
+    for opt in OPT_NAMES:
+        for o in (OPTIONS[opt][1], OPTIONS[opt][2]):
+            for name in ("constant", "OneCycleLR", "SequentialLR", "ReduceLROnPlateau", "CyclicLR"):
+                for dtype in (torch.float64, torch.float32, torch.bfloat16):
+                    cases.append(pytest.param(opt, o, name, dtype, id=f"{opt}-{option_id(o)}-{name}-{str(dtype)[6:]}"))
+    return cases
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("opt_name,options,sched_name,dtype", _cuda_cases())
+def test_parity_cuda(opt_name, options, sched_name, dtype):
+    run_parity(opt_name, options, SCHEDULES[sched_name], dtype=dtype, steps=100 if dtype != torch.bfloat16 else 40,
+               seed=4, device="cuda", metric_as_tensor=SCHEDULES[sched_name].plateau)
