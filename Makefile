@@ -20,10 +20,10 @@ all: install
 $(STAMP):
 ifeq ($(SYSTEM_TORCH),1)
 	$(PYTHON) -m venv --system-site-packages $(VENV)
-	$(PY) -m pip install -q numpy pybind11 ninja pytest hypothesis matplotlib setuptools wheel
+	$(PY) -m pip install -q numpy pybind11 ninja pytest hypothesis matplotlib setuptools wheel transformers accelerate lightning
 else
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q "$(TORCH)" numpy pybind11 ninja pytest hypothesis matplotlib setuptools wheel
+	$(PY) -m pip install -q "$(TORCH)" numpy pybind11 ninja pytest hypothesis matplotlib setuptools wheel transformers accelerate lightning
 endif
 	touch $(STAMP)
 

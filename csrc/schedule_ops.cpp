@@ -14,26 +14,27 @@ at::Tensor check_program(const at::Tensor& program) {
   return program.to(at::kCPU).contiguous();
 }
 
-at::Tensor schedule_lrs_cpu(const at::Tensor& program, const at::Tensor& steps, double base_lr) {
+// Evaluates `eval(program, k)` at every step of `steps` on the host (float64 results on steps' device).
+template <typename Eval>
+at::Tensor evaluate_at_steps(const at::Tensor& program, const at::Tensor& steps, Eval eval) {
   const at::Tensor prog = check_program(program);
   const at::Tensor k = steps.to(at::kCPU, at::kLong).contiguous();
   at::Tensor out = at::empty(k.sizes(), k.options().dtype(at::kDouble));
   const double* p = prog.data_ptr<double>();
   const int64_t* ks = k.data_ptr<int64_t>();
   double* o = out.data_ptr<double>();
-  for (int64_t i = 0; i < k.numel(); ++i) o[i] = sched::lr_at(p, ks[i], base_lr, nullptr);
+  for (int64_t i = 0; i < k.numel(); ++i) o[i] = eval(p, ks[i]);
   return out.to(steps.device());
 }
 
+at::Tensor schedule_lrs_cpu(const at::Tensor& program, const at::Tensor& steps, double base_lr) {
+  return evaluate_at_steps(program, steps,
+                           [&](const double* p, int64_t k) { return sched::lr_at(p, k, base_lr, nullptr); });
+}
+
 at::Tensor schedule_momenta_cpu(const at::Tensor& program, const at::Tensor& steps, double fallback) {
-  const at::Tensor prog = check_program(program);
-  const at::Tensor k = steps.to(at::kCPU, at::kLong).contiguous();
-  at::Tensor out = at::empty(k.sizes(), k.options().dtype(at::kDouble));
-  const double* p = prog.data_ptr<double>();
-  const int64_t* ks = k.data_ptr<int64_t>();
-  double* o = out.data_ptr<double>();
-  for (int64_t i = 0; i < k.numel(); ++i) o[i] = sched::momentum_at(p, ks[i], fallback);
-  return out.to(steps.device());
+  return evaluate_at_steps(program, steps,
+                           [&](const double* p, int64_t k) { return sched::momentum_at(p, k, fallback); });
 }
 
 void plateau_report_cpu(at::Tensor& sched_state, const at::Tensor& metric, at::ArrayRef<double> config,

@@ -2,6 +2,7 @@
 from ._ops import has_cuda
 from . import schedules
 from .optim import SGD, Adam, AdamW
+from . import _serialization  # noqa: F401  (schedules load under torch.load(weights_only=True))
 
 __version__ = "0.1.0"
 

@@ -359,6 +359,20 @@ class _FusedOptimizer(torch.optim.Optimizer):
             ops.plateau_report_(state, value.to(device=device, dtype=torch.float64).reshape(()), config,
                                 len(self.param_groups))
 
+    # ---- pickling ------------------------------------------------------------------------------
+    _EXTRA_ATTRS = ("_state_dtype", "_max_grad_norm", "_clip_buffer", "_sched_states", "_host_steps",
+                    "_has_dtensor")
+
+    def __getstate__(self):
+        state = super().__getstate__()  # defaults, state, param_groups
+        state.update({name: self.__dict__[name] for name in self._EXTRA_ATTRS if name in self.__dict__})
+        return state  # the C++ plan is not picklable: rebuilt on the next step
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        self._plan = None
+        self._plan_signature = None
+
     # ---- checkpoints ---------------------------------------------------------------------------
     def state_dict(self) -> dict:
         sd = super().state_dict()
@@ -403,8 +417,19 @@ class _FusedOptimizer(torch.optim.Optimizer):
         params = [p for g in self.param_groups for p in g["params"]]
         if len(ids) != len(params):
             raise ValueError(f"lrfused: loaded state dict has {len(ids)} parameters, this optimizer has {len(params)}")
+        required = set(self.defaults) - {"schedule"}
+        for i, saved in enumerate(state_dict["param_groups"]):
+            missing = sorted(required - set(saved))
+            if missing:
+                raise ValueError(f"lrfused: loaded param group {i} misses {missing}: a state dict from a different "
+                                 f"optimizer than {type(self).__name__}?")
+        allowed = set(self._allowed_state_keys())
         by_id = dict(zip(ids, params))
         for pid, st in state_dict["state"].items():
+            foreign = sorted(k for k in st if k not in allowed)
+            if foreign:
+                raise ValueError(f"lrfused: loaded state of parameter {pid} has keys {foreign} that "
+                                 f"{type(self).__name__} does not use: a state dict from a different optimizer?")
             p = by_id.get(pid)
             if p is None:
                 continue
@@ -427,6 +452,9 @@ class _FusedOptimizer(torch.optim.Optimizer):
 
     def _required_loaded_keys(self, saved_group) -> tuple:
         return ()
+
+    def _allowed_state_keys(self) -> tuple:
+        raise NotImplementedError
 
     def _adopt_loaded_state(self, p, group, state) -> None:
         """Brings a loaded per-parameter state into lrfused's layout: step as a float32 tensor on the
@@ -468,6 +496,9 @@ class SGD(_FusedOptimizer):
     def _state_keys(self, group) -> tuple:
         return ("momentum_buffer",) if group["momentum"] != 0 else ()
 
+    def _allowed_state_keys(self) -> tuple:
+        return ("momentum_buffer", "step")
+
     def _flags(self, group) -> int:
         return (_FLAG_NESTEROV if group["nesterov"] else 0) | (_FLAG_MAXIMIZE if group["maximize"] else 0)
 
@@ -505,6 +536,9 @@ class Adam(_FusedOptimizer):
 
     def _state_keys(self, group) -> tuple:
         return ("exp_avg", "exp_avg_sq", "max_exp_avg_sq") if group["amsgrad"] else ("exp_avg", "exp_avg_sq")
+
+    def _allowed_state_keys(self) -> tuple:
+        return ("step", "exp_avg", "exp_avg_sq", "max_exp_avg_sq")
 
     def _required_loaded_keys(self, saved_group) -> tuple:
         keys = ("step", "exp_avg", "exp_avg_sq")

@@ -233,28 +233,26 @@ class Schedule:
         return self._program(group, hint if hint is not None else group + 1)
 
     # -- evaluation (through the C++) ---------------------------------------------------------------
+    def _evaluate(self, op, steps: torch.Tensor, value: float, group: int) -> torch.Tensor:
+        return op(self._host_program(group), steps, float(value))
+
     def lrs(self, num_steps: int, base_lr: float = 1.0, *, group: int = 0) -> torch.Tensor:
         """lr at steps 0 .. num_steps-1 (float64). ``group`` picks a per-group list entry."""
-        num_steps = _check_nonneg_int("num_steps", num_steps)
-        steps = torch.arange(num_steps, dtype=torch.int64)
-        return torch.ops.lrfused.schedule_lrs(self._host_program(group), steps, float(base_lr))
+        steps = torch.arange(_check_nonneg_int("num_steps", num_steps), dtype=torch.int64)
+        return self._evaluate(torch.ops.lrfused.schedule_lrs, steps, base_lr, group)
 
     def lr_at(self, step: int, base_lr: float = 1.0, *, group: int = 0) -> float:
-        step = _check_nonneg_int("step", step)
-        steps = torch.tensor([step], dtype=torch.int64)
-        return float(torch.ops.lrfused.schedule_lrs(self._host_program(group), steps, float(base_lr))[0])
+        steps = torch.tensor([_check_nonneg_int("step", step)], dtype=torch.int64)
+        return float(self._evaluate(torch.ops.lrfused.schedule_lrs, steps, base_lr, group)[0])
 
     def momenta(self, num_steps: int, fallback: float = 0.0, *, group: int = 0) -> torch.Tensor:
         """Scheduled momentum (SGD momentum / Adam beta1) at steps 0 .. num_steps-1, else ``fallback``."""
-        num_steps = _check_nonneg_int("num_steps", num_steps)
-        steps = torch.arange(num_steps, dtype=torch.int64)
-        return torch.ops.lrfused.schedule_momenta(self._host_program(group), steps, float(fallback))
+        steps = torch.arange(_check_nonneg_int("num_steps", num_steps), dtype=torch.int64)
+        return self._evaluate(torch.ops.lrfused.schedule_momenta, steps, fallback, group)
 
     def momentum_at(self, step: int, fallback: float = 0.0, *, group: int = 0) -> float:
-        step = _check_nonneg_int("step", step)
-        steps = torch.tensor([step], dtype=torch.int64)
-        return float(torch.ops.lrfused.schedule_momenta(self._host_program(group), steps,
-                                                         float(fallback))[0])
+        steps = torch.tensor([_check_nonneg_int("step", step)], dtype=torch.int64)
+        return float(self._evaluate(torch.ops.lrfused.schedule_momenta, steps, fallback, group)[0])
 
     def per_epoch(self, steps_per_epoch: int) -> "Schedule":
         """This schedule evaluated at floor(step / steps_per_epoch)."""

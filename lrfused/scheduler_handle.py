@@ -1,0 +1,156 @@
+"""An LRScheduler-compatible view of an lrfused optimizer's schedule, for trainers (HuggingFace
+``Trainer``, Lightning, accelerate) that want an ``(optimizer, scheduler)`` pair.
+
+lrfused advances the schedule inside ``optimizer.step()``; the handle therefore never advances anything.
+``handle.step()`` is a no-op (the trainer's usual ``opt.step(); sched.step()`` applies each scheduled lr
+exactly once), except that ``handle.step(metric)`` feeds ``ReduceLROnPlateau`` through ``opt.report``.
+The schedule's position and state live in the optimizer's ``state_dict()``; the handle's own state dict
+only carries its call counter, so checkpointing both (as trainers do) restores the run.
+
+The handle is an instance of ``torch.optim.lr_scheduler.LRScheduler`` (and, when the optimizer's schedule
+is ``ReduceLROnPlateau``, of ``torch.optim.lr_scheduler.ReduceLROnPlateau``), because trainers dispatch on
+these types, but it skips ``LRScheduler.__init__``: that would write ``initial_lr`` into the param groups,
+wrap ``optimizer.step`` and take an initial step.
+
+Known difference: ``param_groups[i]["lr"]`` stays the base lr (the schedule is evaluated on the device), so
+tools that read the lr from the param groups (Lightning's ``LearningRateMonitor``, HF Trainer's log under a
+plateau schedule) show the base lr; ``get_last_lr()`` gives the applied one.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch.optim.lr_scheduler import LRScheduler, ReduceLROnPlateau
+
+# sched_state slots (csrc/lrf_common.h), as in optim.py
+_SCHED_STEP, _PLATEAU_BEST, _PLATEAU_BAD, _PLATEAU_COOLDOWN, _PLATEAU_EPOCH, _LAST_LR = 0, 1, 2, 3, 4, 8
+
+
+class LRSchedulerHandle(LRScheduler):
+    """``opt.scheduler``: an LRScheduler-compatible handle on an lrfused optimizer's schedule."""
+
+    def __new__(cls, optimizer=None, *args, **kwargs):
+        # Trainers special-case ReduceLROnPlateau (they call step(metric) after evaluation instead of
+        # step() after each optimizer step), so a plateau schedule gets a handle of that type.
+        if cls is LRSchedulerHandle and optimizer is not None and _has_plateau(optimizer):
+            cls = PlateauSchedulerHandle
+        return super().__new__(cls)
+
+    def __init__(self, optimizer) -> None:  # noqa: D107 - deliberately not LRScheduler.__init__
+        from .optim import _FusedOptimizer
+
+        if not isinstance(optimizer, _FusedOptimizer):
+            raise TypeError(f"lrfused: LRSchedulerHandle takes an lrfused optimizer, got {type(optimizer).__name__}")
+        self.optimizer = optimizer
+        # Calls of step(); accelerate's AcceleratedScheduler also bumps it during gradient accumulation.
+        self._step_count = 0
+
+    # ---- what the schedule says -----------------------------------------------------------------
+    @property
+    def base_lrs(self) -> list[float]:
+        """Each group's ``lr`` at construction, which lrfused never overwrites: the schedule's base lr."""
+        return [group["lr"] for group in self.optimizer.param_groups]
+
+    @property
+    def last_epoch(self) -> int:
+        """The number of applied optimizer steps (skipped ``found_inf`` steps do not count), read from the
+        optimizer's on-device schedule state: on a GPU this synchronises; it is for logging and checks."""
+        state = self._sched_state()
+        return 0 if state is None else int(state[_SCHED_STEP])
+
+    @last_epoch.setter
+    def last_epoch(self, value) -> None:
+        raise AttributeError("lrfused: last_epoch is the optimizer's step count and cannot be set; the schedule "
+                             "position is restored by optimizer.load_state_dict()")
+
+    def get_last_lr(self) -> list[float]:
+        """The lr applied by the most recent ``optimizer.step()``, per group (before any step: step 0's).
+        Trainers read it between ``optimizer.step()`` and ``scheduler.step()``, where torch's scheduler
+        reports the same value."""
+        return self.optimizer.get_last_lr()
+
+    @property
+    def _last_lr(self) -> list[float]:
+        return self.get_last_lr()
+
+    def get_lr(self) -> list[float]:
+        """The lr the next ``optimizer.step()`` will apply, per group (may synchronise on a GPU)."""
+        k = self.last_epoch
+        state = self._sched_state()
+        num_groups = len(self.optimizer.param_groups)
+        lrs = []
+        for g, group in enumerate(self.optimizer.param_groups):
+            schedule = group["schedule"]
+            if schedule.is_plateau:
+                plateau_ok = state is not None and state.numel() == _LAST_LR + 2 * num_groups
+                lrs.append(float(state[_LAST_LR + num_groups + g]) if plateau_ok else float(group["lr"]))
+            else:
+                lrs.append(schedule.lr_at(k, group["lr"], group=g))
+        return lrs
+
+    # ---- the scheduler protocol -----------------------------------------------------------------
+    def step(self, metrics=None, epoch=None) -> None:
+        """A no-op for the lr, which advances inside ``optimizer.step()``. With a ReduceLROnPlateau
+        schedule, a metric (first argument) is forwarded to ``optimizer.report``; otherwise the argument
+        (torch's deprecated ``epoch``) is ignored."""
+        self._step_count += 1
+        if metrics is not None and _has_plateau(self.optimizer):
+            self.optimizer.report(metrics)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Only the handle's call counter: the schedule's position is in ``optimizer.state_dict()``."""
+        return {"_step_count": self._step_count}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restores the call counter. Other keys (a torch scheduler's state dict) are ignored: the schedule
+        position comes from the optimizer's state dict, which also accepts a torch optimizer's."""
+        if not isinstance(state_dict, dict):
+            raise TypeError(f"lrfused: load_state_dict takes a dict, got {type(state_dict).__name__}")
+        self._step_count = int(state_dict.get("_step_count", self._step_count))
+
+    def __repr__(self) -> str:
+        schedules = [group["schedule"] for group in self.optimizer.param_groups]
+        return f"{type(self).__name__}({type(self.optimizer).__name__}, schedules={schedules!r})"
+
+    # ---- helpers --------------------------------------------------------------------------------
+    def _sched_state(self):
+        states = self.optimizer._sched_states
+        if not states:
+            return None
+        for group in self.optimizer.param_groups:
+            if group["params"] and group["params"][0].device in states:
+                return states[group["params"][0].device]
+        return next(iter(states.values()))
+
+
+class PlateauSchedulerHandle(LRSchedulerHandle, ReduceLROnPlateau):
+    """The handle of an optimizer whose schedule is ReduceLROnPlateau: ``step(metric)`` reports the metric
+    (torch's ReduceLROnPlateau.step takes one too)."""
+
+    def step(self, metrics=None, epoch=None) -> None:
+        if metrics is None:
+            raise TypeError("lrfused: the optimizer's schedule is ReduceLROnPlateau, so scheduler.step() needs "
+                            "the metric (or call optimizer.report(metric))")
+        super().step(metrics)
+
+    @property
+    def num_bad_epochs(self) -> int:
+        state = self._sched_state()
+        return 0 if state is None else int(state[_PLATEAU_BAD])
+
+    @property
+    def cooldown_counter(self) -> int:
+        state = self._sched_state()
+        return 0 if state is None else int(state[_PLATEAU_COOLDOWN])
+
+    @property
+    def best(self) -> float:
+        state = self._sched_state()
+        if state is None:
+            return float("-inf") if self.optimizer._plateau_schedule().mode == "max" else float("inf")
+        return float(state[_PLATEAU_BEST])
+
+
+def _has_plateau(optimizer) -> bool:
+    return any(getattr(group.get("schedule"), "is_plateau", False) for group in optimizer.param_groups)

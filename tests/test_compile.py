@@ -1,0 +1,306 @@
+"""torch.compile over opt.step() and over whole training steps: no graph break (fullgraph=True), no
+recompilation as the scheduled lr (and momentum) changes, and the same parameters as the eager run.
+Also torch.library.opcheck on the optimizer ops (fused_step_, advance_)."""
+import copy
+
+import pytest
+import torch
+import torch._dynamo
+from torch import nn
+from torch._dynamo.testing import CompileCounterWithBackend
+
+import lrfused
+from lrfused import schedules as S
+
+STEPS = 24
+
+
+def _warmup_cosine():
+    return S.SequentialLR([S.LinearLR(start_factor=0.1, total_iters=5),
+                           S.CosineAnnealingLR(T_max=STEPS - 5, eta_min=1e-4)], milestones=[5])
+
+
+CASES = {
+    "adamw-warmup-cosine": (lrfused.AdamW, dict(lr=1e-2, weight_decay=0.1), _warmup_cosine),
+    "sgd-onecycle-momentum": (lrfused.SGD, dict(lr=1e-2, momentum=0.9, nesterov=True),
+                              lambda: S.OneCycleLR(max_lr=0.05, total_steps=STEPS)),
+    "adam-onecycle-beta1": (lrfused.Adam, dict(lr=1e-2, amsgrad=True),
+                            lambda: S.OneCycleLR(max_lr=0.05, total_steps=STEPS, anneal_strategy="linear")),
+    "adamw-hf-cosine": (lrfused.AdamW, dict(lr=3e-3),
+                        lambda: S.get_schedule("cosine", num_warmup_steps=4, num_training_steps=STEPS)),
+}
+
+
+def _model():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(8, 16), nn.Tanh(), nn.Linear(16, 3))
+
+
+def _batch(i):
+    g = torch.Generator().manual_seed(100 + i)
+    return torch.randn(5, 8, generator=g), torch.randn(5, 3, generator=g)
+
+
+def _loss(model, i):
+    x, y = _batch(i)
+    return nn.functional.mse_loss(model(x), y)
+
+
+def _eager_run(case):
+    cls, kw, make = CASES[case]
+    model = _model()
+    opt = cls(model.parameters(), schedule=make(), **kw)
+    lrs = []
+    for i in range(STEPS):
+        _loss(model, i).backward()
+        opt.step()
+        opt.zero_grad()
+        lrs.append(opt.get_last_lr()[0])
+    return model, opt, lrs
+
+
+def _assert_same_run(model, opt, ref_model, ref_opt):
+    for p, q in zip(model.parameters(), ref_model.parameters()):
+        torch.testing.assert_close(p.detach(), q.detach(), rtol=0, atol=0)
+        for key, value in ref_opt.state[q].items():
+            torch.testing.assert_close(opt.state[p][key], value, rtol=0, atol=0)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_dynamo():
+    torch._dynamo.reset()
+    yield
+    torch._dynamo.reset()
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_compiled_step_fullgraph_without_recompiles(case):
+    ref_model, ref_opt, ref_lrs = _eager_run(case)
+    cls, kw, make = CASES[case]
+    schedule = make()
+    model = _model()
+    opt = cls(model.parameters(), schedule=schedule, **kw)
+    counter = CompileCounterWithBackend("aot_eager")
+
+    @torch.compile(backend=counter, fullgraph=True)
+    def step():
+        opt.step()
+
+    # The first step creates the optimizer state (a different Python path); take it eagerly, so that
+    # every compiled call below is the same program with only the step counter's value changing.
+    _loss(model, 0).backward()
+    opt.step()
+    opt.zero_grad()
+    lrs = [opt.get_last_lr()[0]]
+    for i in range(1, STEPS):
+        _loss(model, i).backward()
+        step()
+        opt.zero_grad()
+        lrs.append(opt.get_last_lr()[0])
+        assert counter.frame_count == 1
+    assert lrs == ref_lrs == [schedule.lr_at(k, kw["lr"]) for k in range(STEPS)]
+    _assert_same_run(model, opt, ref_model, ref_opt)
+
+
+def test_compiled_from_the_first_step_recompiles_only_for_state_creation():
+    ref_model, ref_opt, _ = _eager_run("adamw-warmup-cosine")
+    cls, kw, make = CASES["adamw-warmup-cosine"]
+    model = _model()
+    opt = cls(model.parameters(), schedule=make(), **kw)
+    counter = CompileCounterWithBackend("aot_eager")
+
+    @torch.compile(backend=counter, fullgraph=True)
+    def step():
+        opt.step()
+
+    frames = []
+    for i in range(STEPS):
+        _loss(model, i).backward()
+        step()
+        opt.zero_grad()
+        frames.append(counter.frame_count)
+    # frame 1: the call that creates exp_avg/exp_avg_sq/step (guarded on the empty state);
+    # frame 2: the steady state, reused for every later step whatever the lr.
+    assert frames == [1] + [2] * (STEPS - 1)
+    _assert_same_run(model, opt, ref_model, ref_opt)
+
+
+@pytest.mark.parametrize("case", ["adamw-warmup-cosine", "sgd-onecycle-momentum"])
+def test_compiled_whole_train_step(case):
+    """forward, backward and opt.step() in one fullgraph compiled function (backward traced with
+    torch._dynamo.config.trace_autograd_ops)."""
+    ref_model, ref_opt, ref_lrs = _eager_run(case)
+    cls, kw, make = CASES[case]
+    model = _model()
+    opt = cls(model.parameters(), schedule=make(), **kw)
+    counter = CompileCounterWithBackend("aot_eager")
+
+    def train_step(x, y):
+        loss = nn.functional.mse_loss(model(x), y)
+        loss.backward()
+        opt.step()
+        return loss.detach()
+
+    compiled = torch.compile(train_step, backend=counter, fullgraph=True)
+    lrs, losses, ref_losses = [], [], []
+    for i in range(STEPS):
+        x, y = _batch(i)
+        with torch._dynamo.config.patch(trace_autograd_ops=True):
+            loss = train_step(x, y) if i == 0 else compiled(x, y)  # step 0 creates the state eagerly
+        opt.zero_grad()
+        losses.append(loss)
+        lrs.append(opt.get_last_lr()[0])
+        if i > 0:
+            assert counter.frame_count == 1
+    assert lrs == ref_lrs
+    _assert_same_run(model, opt, ref_model, ref_opt)
+    # the losses of the compiled run are those of the eager run
+    ref2 = _model()
+    opt2 = cls(ref2.parameters(), schedule=make(), **kw)
+    for i in range(STEPS):
+        loss = _loss(ref2, i)
+        loss.backward()
+        opt2.step()
+        opt2.zero_grad()
+        ref_losses.append(loss.detach())
+    torch.testing.assert_close(torch.stack(losses), torch.stack(ref_losses), rtol=0, atol=0)
+
+
+def test_compiled_forward_with_eager_backward_and_compiled_step():
+    """The common split: compiled model, loss.backward() outside, compiled opt.step()."""
+    ref_model, ref_opt, ref_lrs = _eager_run("adamw-warmup-cosine")
+    cls, kw, make = CASES["adamw-warmup-cosine"]
+    model = _model()
+    opt = cls(model.parameters(), schedule=make(), **kw)
+    model_counter = CompileCounterWithBackend("aot_eager")
+    step_counter = CompileCounterWithBackend("aot_eager")
+    compiled_model = torch.compile(model, backend=model_counter, fullgraph=True)
+    step = torch.compile(opt.step, backend=step_counter, fullgraph=True)
+    lrs = []
+    for i in range(STEPS):
+        x, y = _batch(i)
+        nn.functional.mse_loss(compiled_model(x), y).backward()
+        (opt.step if i == 0 else step)()
+        opt.zero_grad()
+        lrs.append(opt.get_last_lr()[0])
+    assert model_counter.frame_count == 1 and step_counter.frame_count == 1
+    assert lrs == ref_lrs
+    for p, q in zip(model.parameters(), ref_model.parameters()):
+        torch.testing.assert_close(p.detach(), q.detach(), rtol=2e-6, atol=1e-7)  # compiled vs eager autograd
+
+
+def test_compiled_step_with_inductor():
+    ref_model, ref_opt, ref_lrs = _eager_run("sgd-onecycle-momentum")
+    cls, kw, make = CASES["sgd-onecycle-momentum"]
+    model = _model()
+    opt = cls(model.parameters(), schedule=make(), **kw)
+    counter = CompileCounterWithBackend("inductor")
+    step = torch.compile(opt.step, backend=counter, fullgraph=True)
+    lrs = []
+    for i in range(STEPS):
+        _loss(model, i).backward()
+        (opt.step if i == 0 else step)()
+        opt.zero_grad()
+        lrs.append(opt.get_last_lr()[0])
+    assert counter.frame_count == 1
+    assert lrs == ref_lrs
+    _assert_same_run(model, opt, ref_model, ref_opt)
+
+
+def test_compiled_step_with_grad_scaler_attributes():
+    """found_inf set by a GradScaler (as attributes) skips the step and does not advance the schedule,
+    inside the compiled graph too."""
+    cls, kw, make = CASES["adamw-warmup-cosine"]
+    schedule = make()
+    model = _model()
+    opt = cls(model.parameters(), schedule=schedule, **kw)
+    counter = CompileCounterWithBackend("aot_eager")
+    step = torch.compile(opt.step, backend=counter, fullgraph=True)
+    _loss(model, 0).backward()
+    opt.step()
+    opt.grad_scale = torch.tensor(1.0)
+    opt.found_inf = torch.tensor(0.0)
+    applied = []
+    for i in range(1, 8):
+        _loss(model, i).backward()
+        opt.found_inf.fill_(1.0 if i in (3, 4) else 0.0)
+        before = [p.detach().clone() for p in model.parameters()]
+        step()
+        opt.zero_grad()
+        changed = any(not torch.equal(b, p) for b, p in zip(before, model.parameters()))
+        assert changed == (i not in (3, 4))
+        applied.append(opt.get_last_lr()[0])
+    assert counter.frame_count == 1
+    assert opt.scheduler.last_epoch == 6
+    # skipped steps leave the lr of the previous applied step in place
+    expected = [schedule.lr_at(k, kw["lr"]) for k in (1, 2, 2, 2, 3, 4, 5)]
+    assert applied == expected
+
+
+# ---- opcheck ----------------------------------------------------------------------------------------
+
+def _bucket_op_args(opt_cls, kw, schedule, grad_scale=None, found_inf=None):
+    torch.manual_seed(0)
+    params = [nn.Parameter(torch.randn(*shape)) for shape in [(3,), (97,), (33, 17), (1,)]]
+    opt = opt_cls(params, schedule=schedule, **kw)
+    for p in params:
+        p.grad = torch.randn_like(p)
+    opt.step()  # creates the state: step 1 of the schedule
+    for p in params:
+        p.grad = torch.randn_like(p)
+    (s1, s2, s3), steps, sched_state, program = opt._bucket_args(0, opt.param_groups[0], params)
+    group = opt.param_groups[0]
+    return (params, [p.grad for p in params], s1, s2, s3, steps, sched_state, program, 0, opt._KIND,
+            opt._flags(group), list(opt._hyper(group)), grad_scale, found_inf, None)
+
+
+OPCHECK_CASES = [
+    (lrfused.SGD, dict(lr=0.1), S.StepLR(step_size=2)),
+    (lrfused.SGD, dict(lr=0.1, momentum=0.9, weight_decay=1e-2), S.OneCycleLR(max_lr=0.5, total_steps=20)),
+    (lrfused.Adam, dict(lr=1e-2, amsgrad=True, weight_decay=1e-2), _warmup_cosine()),
+    (lrfused.AdamW, dict(lr=1e-2, maximize=True), S.get_schedule("linear", 2, 20)),
+]
+
+
+@pytest.mark.parametrize("opt_cls,kw,schedule", OPCHECK_CASES, ids=["sgd", "sgd-momentum", "adam-ams", "adamw"])
+def test_opcheck_fused_step(opt_cls, kw, schedule):
+    args = _bucket_op_args(opt_cls, kw, schedule)
+    torch.library.opcheck(torch.ops.lrfused.fused_step_.default, args)
+
+
+def test_opcheck_fused_step_with_grad_scale_and_found_inf():
+    for found in (0.0, 1.0):
+        args = _bucket_op_args(lrfused.AdamW, dict(lr=1e-2), _warmup_cosine(), grad_scale=torch.tensor(1024.0),
+                               found_inf=torch.tensor(found))
+        torch.library.opcheck(torch.ops.lrfused.fused_step_.default, args)
+
+
+def test_opcheck_advance():
+    state = torch.zeros(8 + 2 * 2, dtype=torch.float64)
+    state[0] = 5.0
+    torch.library.opcheck(torch.ops.lrfused.advance_.default, (state, None))
+    torch.library.opcheck(torch.ops.lrfused.advance_.default, (state.clone(), torch.tensor(0.0)))
+    torch.library.opcheck(torch.ops.lrfused.advance_.default, (state.clone(), torch.tensor(1.0)))
+
+
+def test_copy_of_compiled_optimizer_state_loads_into_eager():
+    """A checkpoint taken from a compiled run resumes eagerly at the same position."""
+    cls, kw, make = CASES["adamw-warmup-cosine"]
+    ref_model, ref_opt, _ = _eager_run("adamw-warmup-cosine")
+    model = _model()
+    opt = cls(model.parameters(), schedule=make(), **kw)
+    step = torch.compile(opt.step, backend="aot_eager", fullgraph=True)
+    half = STEPS // 2
+    for i in range(half):
+        _loss(model, i).backward()
+        (opt.step if i == 0 else step)()
+        opt.zero_grad()
+    sd = copy.deepcopy(opt.state_dict())
+    model2 = copy.deepcopy(model)
+    opt2 = cls(model2.parameters(), schedule=make(), **kw)
+    opt2.load_state_dict(sd)
+    for i in range(half, STEPS):
+        _loss(model2, i).backward()
+        opt2.step()
+        opt2.zero_grad()
+    _assert_same_run(model2, opt2, ref_model, ref_opt)
