@@ -108,9 +108,6 @@ def test_state_dict_uses_torch_keys_and_shapes(opt_name, options):
             assert lg[key] == tg[key], key
 
 
-@pytest.mark.xfail(strict=True, raises=pickle.UnpicklingError, reason=(
-    "lrfused's state_dict() keeps the Schedule object in each param group ('schedule'), which "
-    "torch.load's default weights_only=True unpickler refuses (lrfused.schedules.* not an allowed global)"))
 def test_state_dict_is_loadable_by_torch_load_weights_only():
     """The usual checkpoint path, torch.save + torch.load (weights_only=True is torch's default):
     schedule state must survive it (so it must be made of tensors and plain Python values)."""
@@ -316,10 +313,6 @@ def test_lambda_schedule_pickles_by_value():
 
 @pytest.mark.parametrize("opt_name,options", [OPT_CASES[0], OPT_CASES[3], OPT_CASES[5]], ids=["SGD", "Adam", "AdamW"])
 @pytest.mark.parametrize("how", ["pickle", "deepcopy"])
-@pytest.mark.xfail(strict=True, raises=AttributeError, reason=(
-    "torch.optim.Optimizer.__getstate__ keeps only defaults/state/param_groups; lrfused's optimizers do not "
-    "extend it, so a pickled or deep-copied optimizer lacks _host_steps/_plan/_sched_states and step() raises "
-    "AttributeError"))
 def test_optimizer_pickle_and_deepcopy_mid_schedule(opt_name, options, how):
     spec = SCHEDULES["ReduceLROnPlateau"]
     vals = _values(6)
