@@ -64,12 +64,17 @@ class Plan {
     b.state3 = std::move(state3);
     b.steps = std::move(steps);
     if (b.on_cpu) cache_views(b);
-    const at::Tensor& state = b.step.sched_state;
+    add_sched_state(b.step.sched_state);
+    buckets_.push_back(std::move(b));
+  }
+
+  // A per-device schedule state that step() advances even if no bucket uses it (no gradients yet).
+  void add_sched_state(at::Tensor state) {
+    TORCH_CHECK(state.scalar_type() == at::kDouble && state.dim() == 1, "lrfused: sched_state must be 1-D float64");
     if (std::find_if(sched_states_.begin(), sched_states_.end(),
                      [&](const at::Tensor& t) { return t.is_same(state); }) == sched_states_.end()) {
-      sched_states_.push_back(state);
+      sched_states_.push_back(std::move(state));
     }
-    buckets_.push_back(std::move(b));
   }
 
   // Returns false, having changed nothing, when a parameter without optimizer state now has a
@@ -309,6 +314,7 @@ void bind_plan(pybind11::module& module) {
   pybind11::class_<Plan>(module, "Plan")
       .def(pybind11::init<>())
       .def("add_bucket", &Plan::add_bucket)
+      .def("add_sched_state", &Plan::add_sched_state)
       .def("step", &Plan::step, pybind11::arg("grad_scale"), pybind11::arg("found_inf"),
            pybind11::arg("max_grad_norm"), pybind11::arg("clip_buffer"), pybind11::arg("stateless_params"))
       .def_property_readonly("num_buckets", &Plan::num_buckets);

@@ -106,16 +106,10 @@ class _FusedOptimizer(torch.optim.Optimizer):
             devices.add(p.device)
         if len(devices) > 1:
             raise ValueError(f"lrfused: all parameters of a param group must be on one device, got {sorted(map(str, devices))}")
-        if schedule.cycles_momentum and not self._has_momentum(candidate):
-            raise ValueError("lrfused: the schedule cycles momentum (cycle_momentum=True) but the optimizer has no "
-                             "momentum; use momentum > 0 or cycle_momentum=False")
         super().add_param_group(param_group)
         # Known once per parameter set, not scanned per step.
         self._has_dtensor = getattr(self, "_has_dtensor", False) or any(_is_dtensor(p) for p in params)
         self._invalidate()
-
-    def _has_momentum(self, group) -> bool:
-        return True
 
     def _invalidate(self) -> None:
         self._plan = None
@@ -201,7 +195,10 @@ class _FusedOptimizer(torch.optim.Optimizer):
                     self._init_state(p, group)
         self._plateau_schedule()  # raises for conflicting plateau schedules
         plan = _C.Plan()
-        self._programs = {}
+        # Every device's counter advances on every step, also one where no parameter has a gradient
+        # (torch's scheduler counts those steps too).
+        for device in {p.device for group in self.param_groups for p in group["params"]}:
+            plan.add_sched_state(self._sched_state(device))
         for g, group, params in self._buckets():
             (s1, s2, s3), steps, sched_state, program = self._bucket_args(g, group, params)
             plan.add_bucket(params, s1, s2, s3, steps, sched_state, program, g, self._KIND, self._flags(group),
@@ -290,6 +287,8 @@ class _FusedOptimizer(torch.optim.Optimizer):
     def _op_step(self, grad_scale, found_inf) -> None:
         """The registered ops with every tensor an explicit argument: what torch.compile traces, and the
         path of DTensor (FSDP2) parameters, whose local shards are updated."""
+        for device in {p.device for group in self.param_groups for p in group["params"]}:
+            self._sched_state(device)
         for group in self.param_groups:
             for p in group["params"]:
                 if p.grad is not None and "step" not in self.state.get(p, {}):
@@ -405,6 +404,10 @@ class _FusedOptimizer(torch.optim.Optimizer):
                 device = torch.device(name)
                 self._sched_states[device] = s.to(device=device, dtype=torch.float64).clone()
         else:  # a torch optimizer's checkpoint: the schedule position is the parameters' step count
+            for group in self.param_groups:
+                # torch's schedulers write the scheduled lr into group["lr"] and keep the base in "initial_lr"
+                if "initial_lr" in group:
+                    group["lr"] = group["initial_lr"]
             self._host_steps = int(max((float(st["step"]) for st in self.state.values() if "step" in st), default=0))
             for device in {p.device for g in self.param_groups for p in g["params"]}:
                 self._sched_state(device)[_SCHED_STEP] = self._host_steps
@@ -491,11 +494,11 @@ class SGD(_FusedOptimizer):
         if group["nesterov"] and (group["momentum"] <= 0 or group["dampening"] != 0):
             raise ValueError("Nesterov momentum requires a momentum and zero dampening")
 
-    def _has_momentum(self, group) -> bool:
-        return group["momentum"] != 0
-
     def _state_keys(self, group) -> tuple:
-        return ("momentum_buffer",) if group["momentum"] != 0 else ()
+        # A schedule that cycles momentum sets it at every step (as torch's CyclicLR/OneCycleLR overwrite
+        # group["momentum"]), so the buffer exists even when the constructor's momentum is 0.
+        momentum = group["momentum"] != 0 or group["schedule"].cycles_momentum
+        return ("momentum_buffer",) if momentum else ()
 
     def _allowed_state_keys(self) -> tuple:
         return ("momentum_buffer", "step")

@@ -107,12 +107,7 @@ def test_plateau_metric_as_zero_dim_tensor(opt_name):
                metric_as_tensor=True)
 
 
-@pytest.mark.parametrize("opt_name", [
-    pytest.param("SGD", marks=pytest.mark.xfail(strict=True, raises=ValueError, reason=(
-        "lrfused rejects SGD(momentum=0) with a momentum-cycling schedule; torch accepts it (SGD always has "
-        "'momentum' in its defaults) and then steps with the cycled momentum"))),
-    "Adam",
-])
+@pytest.mark.parametrize("opt_name", ["SGD", "Adam"])
 def test_momentum_cycling_overrides_constructor_momentum(opt_name):
     """torch's CyclicLR/OneCycleLR overwrite SGD's momentum (even when it was 0) and Adam's beta1; the
     overwritten value is what torch's SGD/Adam then use."""

@@ -236,9 +236,6 @@ def test_add_param_group_after_some_steps(opt_name, options):
 
 
 @pytest.mark.parametrize("opt_name,options", OPT_CASES, ids=OPT_IDS)
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "a step() call in which no parameter has a gradient does not advance lrfused's schedule (k stays), "
-    "while API.md's k counts calls and torch's loop advances its scheduler after a no-op step"))
 def test_steps_with_no_gradient_at_all_still_advance_the_schedule(opt_name, options):
     """The k-th call of step() applies lr_k (API.md), also when some calls had no gradient anywhere —
     as torch's loop opt.step(); sched.step() advances the scheduler after a no-op step."""

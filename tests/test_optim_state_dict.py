@@ -329,16 +329,11 @@ def test_optimizer_pickle_and_deepcopy_mid_schedule(opt_name, options, how):
         _assert_bit_identical(opt, pa, clone, pc, f"{how} step {k}")
 
 
-_BASE_LR_BUG = pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "lrfused.load_state_dict takes a torch checkpoint's group 'lr' (torch's current scheduled lr) as the "
-    "schedule's base lr instead of 'initial_lr', so every later lr is scaled by lr_cut / base_lr"))
-
-
 # (not SGD: torch's SGD state keeps no step count, so a torch SGD checkpoint carries no schedule position)
 @pytest.mark.parametrize("sched_name", [
-    pytest.param("CosineAnnealingLR", marks=_BASE_LR_BUG),
-    pytest.param("StepLR", marks=_BASE_LR_BUG),
-    pytest.param("LinearLR", marks=_BASE_LR_BUG),
+    "CosineAnnealingLR",
+    "StepLR",
+    "LinearLR",
     "OneCycleLR",  # absolute lrs: the base does not enter
 ])
 @pytest.mark.parametrize("opt_name,options", [OPT_CASES[2], OPT_CASES[5]], ids=["Adam", "AdamW"])

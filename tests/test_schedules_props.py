@@ -39,7 +39,7 @@ def test_cyclic_random(up, down, lo, span, mode, gamma, ks):
         x = 1.0 + k / total - cycle
         r = up / total
         f = x / r if x <= r else (x - 1) / (r - 1)
-        g = 1.0 if mode == "triangular" else (1 / 2.0 ** (cycle - 1) if mode == "triangular2" else gamma ** k)
+        g = 1.0 if mode == "triangular" else (0.5 ** (cycle - 1) if mode == "triangular2" else gamma ** k)
         assert close(s.lr_at(k), lo + (hi - lo) * f * g, hi)
         assert close(s.momentum_at(k), 0.9 - (0.9 - 0.8) * f * g, 1.0)
 
