@@ -22,6 +22,8 @@ _FLAG_AMSGRAD, _FLAG_NESTEROV, _FLAG_MAXIMIZE, _FLAG_DECOUPLED_WD = 1, 2, 4, 8
 _SCHED_STEP, _PLATEAU_BEST, _PLATEAU_BAD, _PLATEAU_COOLDOWN, _PLATEAU_EPOCH, _LAST_LR = 0, 1, 2, 3, 4, 8
 
 _STATE_DTYPES = {torch.float32, torch.float64, torch.bfloat16, torch.float16}
+# (parameter dtype, state dtype) pairs the kernels implement besides state in the parameter's dtype
+_MIXED_STATE = {(torch.bfloat16, torch.float32), (torch.float16, torch.float32), (torch.float32, torch.bfloat16)}
 
 
 def _is_number(x) -> bool:
@@ -103,6 +105,11 @@ class _FusedOptimizer(torch.optim.Optimizer):
                 raise TypeError(f"lrfused: can only optimize floating-point or complex tensors, got {p.dtype}")
             if _real_dtype(p) not in _STATE_DTYPES:
                 raise TypeError(f"lrfused: unsupported parameter dtype {p.dtype}")
+            wanted = self._state_dtype
+            if wanted is not None and not p.is_complex() and wanted != p.dtype and (p.dtype, wanted) not in _MIXED_STATE:
+                raise ValueError(f"lrfused: state_dtype={wanted} is not supported for {p.dtype} parameters; "
+                                 f"supported: the parameter's dtype, float32 state for bfloat16/float16 "
+                                 f"parameters, bfloat16 state for float32 parameters")
             devices.add(p.device)
         if len(devices) > 1:
             raise ValueError(f"lrfused: all parameters of a param group must be on one device, got {sorted(map(str, devices))}")
