@@ -450,7 +450,20 @@ class CosineAnnealingWarmRestarts(Schedule):
 _CYCLIC_MODES = {"triangular": 0, "triangular2": 1, "exp_range": 2}
 
 
-class CyclicLR(Schedule):
+class _AbsoluteCyclic(Schedule):
+    """CyclicLR and OneCycleLR: absolute lrs (not a multiple of the base, so not chainable), and
+    momentum cycled when cycle_momentum is set."""
+
+    @property
+    def cycles_momentum(self):
+        return self.cycle_momentum
+
+    @property
+    def _multiplicative(self):
+        return False
+
+
+class CyclicLR(_AbsoluteCyclic):
     """torch's CyclicLR. The lr does not depend on the group's lr: it cycles between base_lr and max_lr
     (floats or per-group lists). A custom ``scale_fn`` is tabulated over ``total_steps`` steps (default:
     ten cycles) by cycle number or by step, per ``scale_mode``; past the table its last value holds."""
@@ -495,14 +508,6 @@ class CyclicLR(Schedule):
                   gamma=gamma, scale_mode=scale_mode, cycle_momentum=cycle_momentum,
                   base_momentum=base_momentum, max_momentum=max_momentum, scale_table=table)
 
-    @property
-    def cycles_momentum(self):
-        return self.cycle_momentum
-
-    @property
-    def _multiplicative(self):
-        return False
-
     def _group_count_hint(self):
         for v in (self.base_lr, self.max_lr, self.base_momentum, self.max_momentum):
             if isinstance(v, tuple):
@@ -525,7 +530,7 @@ class CyclicLR(Schedule):
         return _node(_K_CYCLIC, params)
 
 
-class OneCycleLR(Schedule):
+class OneCycleLR(_AbsoluteCyclic):
     """torch's OneCycleLR. Steps 0..total_steps follow the formula; ``max_step()`` is total_steps (an
     eager step beyond raises in the optimizer, as torch's scheduler does); in the kernels lr(T) holds."""
 
@@ -564,14 +569,6 @@ class OneCycleLR(Schedule):
                   base_momentum=_real_or_list("base_momentum", base_momentum),
                   max_momentum=_real_or_list("max_momentum", max_momentum), div_factor=div_factor,
                   final_div_factor=final_div_factor, three_phase=bool(three_phase))
-
-    @property
-    def cycles_momentum(self):
-        return self.cycle_momentum
-
-    @property
-    def _multiplicative(self):
-        return False
 
     def max_step(self):
         return self.total_steps
