@@ -243,6 +243,67 @@ def time_steps(step, device, *, warmup_min, warmup_max, warmup_s, min_runs, max_
     }
 
 
+def time_interleaved(steps, device, *, warmup_min, warmup_max, warmup_s, min_runs, max_runs, budget_s,
+                     flush=None):
+    """time_steps for several contenders at once, one timed step of each in turn per round, so that a
+    slow drift of the machine (memory bandwidth on a shared VM moves by ±15 % over tens of seconds) hits
+    every contender alike instead of whichever ran during the dip. Meant for workloads far larger than
+    the caches: interleaving evicts each contender's data between its steps. Returns one time_steps-
+    shaped dict per contender, in order."""
+    is_cuda = device.type == "cuda"
+    warmups = []
+    for step in steps:
+        t0 = time.perf_counter()
+        n = 0
+        while n < warmup_min or (n < warmup_max and time.perf_counter() - t0 < warmup_s):
+            step()
+            n += 1
+            synchronize(device)
+        warmups.append(n)
+    gc.collect(0)
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    k = len(steps)
+    samples = [[] for _ in steps]
+    events = [[] for _ in steps]
+    cpu = [0.0] * k
+    try:
+        wall0 = time.perf_counter()
+        flush_s = 0.0
+        n = 0
+        # the same per-contender budget as time_steps, spent in rounds
+        while n < max_runs and (n < min_runs or time.perf_counter() - wall0 - flush_s < budget_s * k):
+            for i, step in enumerate(steps):
+                if flush is not None:
+                    f0 = time.perf_counter()
+                    flush()
+                    if not is_cuda:
+                        flush_s += time.perf_counter() - f0
+                c0 = time.process_time()
+                if is_cuda:
+                    start = torch.cuda.Event(enable_timing=True)
+                    end = torch.cuda.Event(enable_timing=True)
+                    start.record()
+                    step()
+                    end.record()
+                    events[i].append((start, end))
+                else:
+                    a = time.perf_counter()
+                    step()
+                    samples[i].append(time.perf_counter() - a)
+                cpu[i] += time.process_time() - c0
+            n += 1
+        synchronize(device)
+        wall_s = time.perf_counter() - wall0
+        if is_cuda:
+            samples = [[a.elapsed_time(b) / 1e3 for a, b in ev] for ev in events]
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+    return [{"warmup": warmups[i], "runs": n, "samples_s": samples[i], "cpu_time_per_step_s": cpu[i] / n,
+             "loop_wall_s": wall_s / k, "interleaved": True} for i in range(k)]
+
+
 # ------------------------------------------------------------------------------------------- bandwidth
 
 def measure_bandwidth(device, elems, runs=10, warmup=2):

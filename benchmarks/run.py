@@ -79,6 +79,10 @@ def parse_args(argv=None):
                    help="seconds of timed steps per measurement (after --min-runs)")
     p.add_argument("--bw-elems", type=int, default=None,
                    help="fp32 elements per array of the copy/triad bandwidth probe")
+    p.add_argument("--sequential", action="store_true",
+                   help="time contenders of large workloads one after another instead of interleaved "
+                        "(interleaving, the default for workloads >= 64 MiB, spreads the machine's "
+                        "bandwidth drift evenly over the contenders)")
     p.add_argument("--flush-cache", choices=("auto", "on", "off"), default="auto",
                    help="evict caches between timed steps (auto: on for CUDA, off for CPU)")
     p.add_argument("--mem-fraction", type=float, default=0.6,
@@ -134,6 +138,7 @@ def resolve(args):
         "bw_runs": d["bw_runs"],
         "flush_cache": flush,
         "mem_fraction": args.mem_fraction,
+        "interleave": not args.sequential,
         "torch_num_threads": torch.get_num_threads(),
         "timer": "torch.cuda.Event per step, one synchronize at the end" if dev == "cuda"
                  else "time.perf_counter per step",
@@ -151,6 +156,48 @@ def _footprint_bytes(workload, optimizer, elem):
 def _lrfused_version():
     mod, _ = C.lrfused_module()
     return getattr(mod, "__version__", "unknown") if mod is not None else None
+
+
+def _run_interleaved(wl, opt_name, conts, master_p, master_g, config, device, dtype, elem, flusher, skipped,
+                     bar):
+    """All contenders of one large workload built side by side and timed in rounds (time_interleaved)."""
+    built = []
+    for cont in conts:
+        params = [m.clone().requires_grad_() for m in master_p]
+        for p, gr in zip(params, master_g):
+            p.grad = gr.clone()
+        try:
+            opt, step = C.build(cont, opt_name, params, config["schedule"], SCHEDULE_LENGTH)
+            step()  # allocates the state now, so that a failure shows before timing
+        except Exception as exc:  # noqa: BLE001 - one contender failing must not sink the run
+            skipped.append({"contender": cont, "optimizer": opt_name, "workload": wl.name,
+                            "reason": f"failed while running ({C._short(exc)})"})
+            bar.advance(f"{wl.name} / {opt_name} / {cont}: failed")
+            continue
+        built.append((cont, params, opt, step))
+    bar.update(f"{wl.name} / {opt_name} / {', '.join(c for c, *_ in built)} (interleaved)")
+    results = H.time_interleaved([step for *_, step in built], device, warmup_min=config["warmup_min"],
+                                 warmup_max=config["warmup_max"], warmup_s=config["warmup_s"],
+                                 min_runs=config["min_runs"], max_runs=config["max_runs"],
+                                 budget_s=config["budget_s"], flush=flusher)
+    rows = []
+    for (cont, params, opt, step), res in zip(built, results):
+        transient = None
+        if device.type == "cuda":
+            H.synchronize(device)
+            torch.cuda.reset_peak_memory_stats(device)
+            base = torch.cuda.memory_allocated(device)
+            step()
+            H.synchronize(device)
+            transient = int(torch.cuda.max_memory_allocated(device) - base)
+        finite = all(bool(torch.isfinite(p.detach()).all()) for p in params)
+        rows.append(_row(wl, opt_name, cont, res, H.tensor_state_bytes(opt), transient, finite, dtype, elem))
+        bar.advance(f"{wl.name} / {opt_name} / {cont}")
+    built.clear()
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    return rows
 
 
 def run(config, progress=True, log=sys.stderr):
@@ -223,6 +270,12 @@ def run(config, progress=True, log=sys.stderr):
         master_g = [torch.randn(s, generator=g, device=device).to(dtype) for s in wl.shapes]
         rows = []
         big = wl.num_params * elem >= 64 * 2**20
+        state = 2 if opt_name in ("adam", "adamw") else 1
+        together = wl.num_params * elem * (2 + len(conts) * (2 + state + 2))
+        if config["interleave"] and big and len(conts) > 1 and together <= config["mem_fraction"] * free:
+            rows = _run_interleaved(wl, opt_name, conts, master_p, master_g, config, device, dtype, elem,
+                                    flusher, skipped, bar)
+            conts = []  # done
         for cont in conts:
             bar.update(f"{wl.name} / {opt_name} / {cont}")
             params = [m.clone().requires_grad_() for m in master_p]
@@ -284,6 +337,9 @@ def run(config, progress=True, log=sys.stderr):
     if other is not None and other > 0.1:
         result["notes"].append(f"other processes used {other:.0%} of the machine's CPU time during the "
                                "run: expect wide spreads; rerun on a quiet machine for publishable numbers")
+    if any(r.get("interleaved") for r in result["results"]):
+        result["notes"].append("workloads of 64 MiB and more: contenders timed interleaved (one step each per "
+                               "round) so that the machine's bandwidth drift hits all of them alike")
     result["elapsed_s"] = time.perf_counter() - started
     return result
 
@@ -305,6 +361,7 @@ def _row(wl, opt_name, cont, res, state_bytes, transient, finite, dtype, elem):
         "time_s": stats,
         "samples_s": res["samples_s"],
         "cpu_time_per_step_s": res["cpu_time_per_step_s"],
+        "interleaved": res.get("interleaved", False),
         "cpu_utilization": res["cpu_time_per_step_s"] / stats["mean"] if stats["mean"] > 0 else None,
         "bytes_per_param": bpp,
         "bytes_moved": moved,
