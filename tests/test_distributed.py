@@ -118,6 +118,10 @@ def _worker(rank, port, program, out_dir):
     try:
         params, lrs = _PROGRAMS[program](rank)
         torch.save({"params": params, "lrs": lrs}, os.path.join(out_dir, f"rank{rank}.pt"))
+        # Neither rank tears gloo down while the other still has collectives in flight (ZeRO's
+        # asynchronous parameter broadcasts): that aborted a rank at shutdown once (std::terminate in a
+        # gloo thread). Only on success, so a failing rank surfaces its own error instead of a hang.
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
