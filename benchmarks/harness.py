@@ -180,6 +180,32 @@ def summarize(samples):
     }
 
 
+def _warm_up(step, device, warmup_min, warmup_max, warmup_s):
+    """At least warmup_min calls, continuing up to warmup_max while under warmup_s seconds."""
+    t0 = time.perf_counter()
+    n = 0
+    while n < warmup_min or (n < warmup_max and time.perf_counter() - t0 < warmup_s):
+        step()
+        n += 1
+        synchronize(device)
+    return n
+
+
+def _timed_call(step, is_cuda, samples, events):
+    """One call of step: a perf_counter pair on CPU, a pair of CUDA events (read later) on GPU."""
+    if is_cuda:
+        start = torch.cuda.Event(enable_timing=True)
+        end = torch.cuda.Event(enable_timing=True)
+        start.record()
+        step()
+        end.record()
+        events.append((start, end))
+    else:
+        a = time.perf_counter()
+        step()
+        samples.append(time.perf_counter() - a)
+
+
 def time_steps(step, device, *, warmup_min, warmup_max, warmup_s, min_runs, max_runs, budget_s,
                flush=None):
     """Run `step` warm-up times, then time individual calls until `min_runs` are done and either
@@ -192,12 +218,7 @@ def time_steps(step, device, *, warmup_min, warmup_max, warmup_s, min_runs, max_
     loaded, so only the young generation is collected before it).
     """
     is_cuda = device.type == "cuda"
-    t0 = time.perf_counter()
-    warmup = 0
-    while warmup < warmup_min or (warmup < warmup_max and time.perf_counter() - t0 < warmup_s):
-        step()
-        warmup += 1
-        synchronize(device)
+    warmup = _warm_up(step, device, warmup_min, warmup_max, warmup_s)
     gc.collect(0)
     gc_was_enabled = gc.isenabled()
     gc.disable()
@@ -214,17 +235,7 @@ def time_steps(step, device, *, warmup_min, warmup_max, warmup_s, min_runs, max_
                 flush()
                 if not is_cuda:
                     flush_s += time.perf_counter() - f0
-            if is_cuda:
-                start = torch.cuda.Event(enable_timing=True)
-                end = torch.cuda.Event(enable_timing=True)
-                start.record()
-                step()
-                end.record()
-                events.append((start, end))
-            else:
-                a = time.perf_counter()
-                step()
-                samples.append(time.perf_counter() - a)
+            _timed_call(step, is_cuda, samples, events)
             n += 1
         synchronize(device)
         cpu_s = time.process_time() - cpu0
@@ -251,15 +262,7 @@ def time_interleaved(steps, device, *, warmup_min, warmup_max, warmup_s, min_run
     the caches: interleaving evicts each contender's data between its steps. Returns one time_steps-
     shaped dict per contender, in order."""
     is_cuda = device.type == "cuda"
-    warmups = []
-    for step in steps:
-        t0 = time.perf_counter()
-        n = 0
-        while n < warmup_min or (n < warmup_max and time.perf_counter() - t0 < warmup_s):
-            step()
-            n += 1
-            synchronize(device)
-        warmups.append(n)
+    warmups = [_warm_up(step, device, warmup_min, warmup_max, warmup_s) for step in steps]
     gc.collect(0)
     gc_was_enabled = gc.isenabled()
     gc.disable()
@@ -280,17 +283,7 @@ def time_interleaved(steps, device, *, warmup_min, warmup_max, warmup_s, min_run
                     if not is_cuda:
                         flush_s += time.perf_counter() - f0
                 c0 = time.process_time()
-                if is_cuda:
-                    start = torch.cuda.Event(enable_timing=True)
-                    end = torch.cuda.Event(enable_timing=True)
-                    start.record()
-                    step()
-                    end.record()
-                    events[i].append((start, end))
-                else:
-                    a = time.perf_counter()
-                    step()
-                    samples[i].append(time.perf_counter() - a)
+                _timed_call(step, is_cuda, samples[i], events[i])
                 cpu[i] += time.process_time() - c0
             n += 1
         synchronize(device)

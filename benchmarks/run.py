@@ -158,6 +158,21 @@ def _lrfused_version():
     return getattr(mod, "__version__", "unknown") if mod is not None else None
 
 
+def _measured_row(wl, opt_name, cont, res, opt, step, params, device, dtype, elem):
+    """The result row of one timed contender: adds the memory one more step allocates transiently
+    (CUDA), whether the parameters stayed finite, and the optimizer state's size."""
+    transient = None
+    if device.type == "cuda":
+        H.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        base = torch.cuda.memory_allocated(device)
+        step()
+        H.synchronize(device)
+        transient = int(torch.cuda.max_memory_allocated(device) - base)
+    finite = all(bool(torch.isfinite(p.detach()).all()) for p in params)
+    return _row(wl, opt_name, cont, res, H.tensor_state_bytes(opt), transient, finite, dtype, elem)
+
+
 def _run_interleaved(wl, opt_name, conts, master_p, master_g, config, device, dtype, elem, flusher, skipped,
                      bar):
     """All contenders of one large workload built side by side and timed in rounds (time_interleaved)."""
@@ -182,16 +197,7 @@ def _run_interleaved(wl, opt_name, conts, master_p, master_g, config, device, dt
                                  budget_s=config["budget_s"], flush=flusher)
     rows = []
     for (cont, params, opt, step), res in zip(built, results):
-        transient = None
-        if device.type == "cuda":
-            H.synchronize(device)
-            torch.cuda.reset_peak_memory_stats(device)
-            base = torch.cuda.memory_allocated(device)
-            step()
-            H.synchronize(device)
-            transient = int(torch.cuda.max_memory_allocated(device) - base)
-        finite = all(bool(torch.isfinite(p.detach()).all()) for p in params)
-        rows.append(_row(wl, opt_name, cont, res, H.tensor_state_bytes(opt), transient, finite, dtype, elem))
+        rows.append(_measured_row(wl, opt_name, cont, res, opt, step, params, device, dtype, elem))
         bar.advance(f"{wl.name} / {opt_name} / {cont}")
     built.clear()
     gc.collect()
@@ -287,16 +293,7 @@ def run(config, progress=True, log=sys.stderr):
                                    warmup_max=config["warmup_max"], warmup_s=config["warmup_s"],
                                    min_runs=config["min_runs"], max_runs=config["max_runs"],
                                    budget_s=config["budget_s"], flush=flusher)
-                transient = None
-                if device.type == "cuda":
-                    H.synchronize(device)
-                    torch.cuda.reset_peak_memory_stats(device)
-                    base = torch.cuda.memory_allocated(device)
-                    step()
-                    H.synchronize(device)
-                    transient = int(torch.cuda.max_memory_allocated(device) - base)
-                finite = all(bool(torch.isfinite(p.detach()).all()) for p in params)
-                state_bytes = H.tensor_state_bytes(opt)
+                row = _measured_row(wl, opt_name, cont, res, opt, step, params, device, dtype, elem)
             except Exception as exc:  # noqa: BLE001 - one contender failing must not sink the run
                 skipped.append({"contender": cont, "optimizer": opt_name, "workload": wl.name,
                                 "reason": f"failed while running ({C._short(exc)})"})
@@ -309,7 +306,7 @@ def run(config, progress=True, log=sys.stderr):
                     gc.collect()
                 if device.type == "cuda":
                     torch.cuda.empty_cache()
-            rows.append(_row(wl, opt_name, cont, res, state_bytes, transient, finite, dtype, elem))
+            rows.append(row)
             bar.advance(f"{wl.name} / {opt_name} / {cont}")
         _add_speedups(rows)
         result["results"].extend(rows)
