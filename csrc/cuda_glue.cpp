@@ -14,6 +14,8 @@
 
 #include "cuda/launch.h"
 #include "lrf_common.h"
+#include "op_signatures.h"
+#include "optim_cpu.h"
 #include "update_math.h"
 
 namespace lrfused {
@@ -40,13 +42,10 @@ bool same_layout(const at::Tensor& a, const at::Tensor& b) {
   return true;
 }
 
-// Complex tensors are updated as their real views (torch does the same: view_as_real).
-at::Tensor real_view(const at::Tensor& t) { return t.is_complex() ? at::view_as_real(t) : t; }
-
 // Working copies for a parameter whose memory the kernel cannot walk flat (a strided slice, or a grad
 // or state whose layout differs from the param's): contiguous copies, copied back after the launch.
 // Device copies on the current stream: no sync, and capturable. Rare by construction.
-struct Staging {
+struct DeviceStaging {
   std::vector<std::pair<at::Tensor, at::Tensor>> copies;  // (original, contiguous working copy)
   at::Tensor stage(const at::Tensor& t, bool write_back) {
     at::Tensor c = t.contiguous();
@@ -104,10 +103,7 @@ void fused_step_cuda(at::TensorList params, at::TensorList grads, at::TensorList
               num_groups, ") for this sched_state, got ", group_index);
   TORCH_CHECK(program.device() == device, "lrfused: program is on ", program.device(),
               " but sched_state is on ", device);
-  TORCH_CHECK(program.scalar_type() == at::kDouble && program.dim() == 1 && program.is_contiguous() &&
-                  program.numel() > 0,
-              "lrfused: program must be a non-empty contiguous 1-D float64 tensor, got ",
-              program.scalar_type(), " with shape ", program.sizes());
+  check_program(program);  // validated on the host once per program tensor (optim_cpu.h)
   TORCH_CHECK(optimizer == OPT_SGD || optimizer == OPT_ADAM,
               "lrfused: optimizer must be 0 (SGD) or 1 (Adam/AdamW), got ", optimizer);
   TORCH_CHECK(flags >= 0 && flags < 16, "lrfused: flags must be a bit set of lrfused::OptFlags, got ", flags);
@@ -163,7 +159,7 @@ void fused_step_cuda(at::TensorList params, at::TensorList grads, at::TensorList
 
   const c10::cuda::CUDAGuard guard(device);  // staging copies below run on this device's current stream
   const bool unscale = a.grad_scale != nullptr;
-  Staging staging;
+  DeviceStaging staging;
   std::vector<at::Tensor> keep;  // staged working copies, alive until the kernels are enqueued
   std::vector<void*> p(n), g(n), s1(use_state1 ? n : 0), s2(use_state2 ? n : 0), s3(use_state3 ? n : 0);
   std::vector<float*> st(n);
@@ -270,60 +266,60 @@ void plateau_report_cuda(const at::Tensor& sched_state, const at::Tensor& metric
 // Host evaluation of a schedule whose program or steps live on the GPU: the CPU kernel on copies
 // (this synchronises; it is for logging and tests, not for the step).
 at::Tensor schedule_lrs_cuda(const at::Tensor& program, const at::Tensor& steps, double base_lr) {
-  static const auto op = c10::Dispatcher::singleton()
-                             .findSchemaOrThrow("lrfused::schedule_lrs", "")
-                             .typed<at::Tensor(const at::Tensor&, const at::Tensor&, double)>();
-  return op.call(program.cpu(), steps.cpu(), base_lr).to(steps.device());
+  return LRF_OP(schedule_lrs).call(program.cpu(), steps.cpu(), base_lr).to(steps.device());
 }
 
 at::Tensor schedule_momenta_cuda(const at::Tensor& program, const at::Tensor& steps, double fallback) {
-  static const auto op = c10::Dispatcher::singleton()
-                             .findSchemaOrThrow("lrfused::schedule_momenta", "")
-                             .typed<at::Tensor(const at::Tensor&, const at::Tensor&, double)>();
-  return op.call(program.cpu(), steps.cpu(), fallback).to(steps.device());
+  return LRF_OP(schedule_momenta).call(program.cpu(), steps.cpu(), fallback).to(steps.device());
 }
 
 }  // namespace
 
 // Squared L2 norm of `grads` (one device, one dtype), divided by grad_scale^2 when given, as a 0-dim
-// float32 tensor on their device; no sync. The CUDA implementation of lrfused::grad_sq_norm.
+// float64 tensor on their device; no sync. The CUDA implementation of lrfused::grad_sq_norm. Accepts what
+// the CPU implementation accepts: complex gradients (their real views) and non-dense ones (a contiguous
+// copy, read only).
 at::Tensor grad_sq_norm_cuda(at::TensorList grads, const std::optional<at::Tensor>& grad_scale) {
   TORCH_CHECK(!grads.empty(), "lrfused: grad_sq_norm needs at least one tensor");
   const at::Device device = grads[0].device();
   TORCH_CHECK(device.is_cuda(), "lrfused: grad_sq_norm: grads[0] must be a CUDA tensor, got ", device);
-  const at::ScalarType dtype = grads[0].scalar_type();
+  const at::ScalarType dtype = real_view(grads[0]).scalar_type();
+  std::vector<at::Tensor> flat(grads.size());  // keeps the copies of non-dense gradients alive
   std::vector<const void*> ptrs(grads.size());
   std::vector<int64_t> numels(grads.size());
   for (size_t i = 0; i < grads.size(); ++i) {
     check_device(grads[i], device, "grads", i);
-    TORCH_CHECK(grads[i].scalar_type() == dtype, "lrfused: grads[", i, "] is ", grads[i].scalar_type(),
-                " but grads[0] is ", dtype);
-    TORCH_CHECK(grads[i].is_non_overlapping_and_dense(), "lrfused: grads[", i, "] must be dense");
-    ptrs[i] = grads[i].const_data_ptr();
-    numels[i] = grads[i].numel();
+    TORCH_CHECK(!grads[i].is_sparse(), "lrfused: grads[", i, "] is sparse; lrfused does not support sparse gradients");
+    const at::Tensor g = real_view(grads[i]);
+    TORCH_CHECK(g.scalar_type() == dtype, "lrfused: grads[", i, "] is ", grads[i].scalar_type(),
+                " but grads[0] is ", grads[0].scalar_type());
+    flat[i] = g.is_non_overlapping_and_dense() ? g : g.contiguous();
+    ptrs[i] = flat[i].const_data_ptr();
+    numels[i] = flat[i].numel();
   }
   const float* scale = optional_scalar(grad_scale, device, "grad_scale");
+  const gpu::DType kernel_dtype = to_gpu_dtype(dtype, "grads");
   const c10::cuda::CUDAGuard guard(device);
-  const auto options = at::TensorOptions().device(device).dtype(at::kFloat);
+  const auto options = at::TensorOptions().device(device).dtype(at::kDouble);
   const int64_t n = static_cast<int64_t>(grads.size());
   const int64_t ws_len = gpu::grad_sq_norm_workspace_size(numels.data(), n);
   at::Tensor workspace = at::empty({ws_len}, options);
   at::Tensor out = at::empty({}, options);
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream(device.index()).stream();
-  const char* err = gpu::launch_grad_sq_norm(ptrs.data(), numels.data(), n, to_gpu_dtype(dtype, "grads"), scale,
-                                             workspace.mutable_data_ptr<float>(), ws_len,
-                                             out.mutable_data_ptr<float>(), stream);
+  const char* err = gpu::launch_grad_sq_norm(ptrs.data(), numels.data(), n, kernel_dtype, scale,
+                                             workspace.mutable_data_ptr<double>(), ws_len,
+                                             out.mutable_data_ptr<double>(), stream);
   TORCH_CHECK(err == nullptr, "lrfused::grad_sq_norm: CUDA launch failed: ", err);
   return out;
 }
 
 TORCH_LIBRARY_IMPL(lrfused, CUDA, m) {
-  m.impl("fused_step_", &fused_step_cuda);
-  m.impl("advance_", &advance_cuda);
-  m.impl("plateau_report_", &plateau_report_cuda);
-  m.impl("grad_sq_norm", &grad_sq_norm_cuda);
-  m.impl("schedule_lrs", &schedule_lrs_cuda);
-  m.impl("schedule_momenta", &schedule_momenta_cuda);
+  LRF_IMPL(m, fused_step_, &fused_step_cuda);
+  LRF_IMPL(m, advance_, &advance_cuda);
+  LRF_IMPL(m, plateau_report_, &plateau_report_cuda);
+  LRF_IMPL(m, grad_sq_norm, &grad_sq_norm_cuda);
+  LRF_IMPL(m, schedule_lrs, &schedule_lrs_cuda);
+  LRF_IMPL(m, schedule_momenta, &schedule_momenta_cuda);
 }
 
 }  // namespace lrfused

@@ -17,6 +17,7 @@ enum SchedSlot : int {
   SCHED_PLATEAU_BAD = 2,     // num_bad_epochs
   SCHED_PLATEAU_COOLDOWN = 3,// cooldown_counter
   SCHED_PLATEAU_EPOCH = 4,   // number of metrics reported
+  SCHED_SCHEDULED_MOMENTUM = 5,  // CUDA: scheduled momentum|beta1 of the group being launched (scratch)
   SCHED_LAST_LR = 8,         // [8, 8 + G): lr applied by the latest step, per group
   // [8 + G, 8 + 2G): ReduceLROnPlateau's current lr per group (initialised to the group's base lr)
 };

@@ -32,7 +32,7 @@ TORCH_LIBRARY(lrfused, m) {
   //            min_lr_0 .. min_lr_{num_groups-1}]
   m.def("plateau_report_(Tensor(a!) sched_state, Tensor metric, float[] config, int num_groups) -> ()");
   // Fused clipping: sum of squares of the (unscaled, when grad_scale is given) gradients of one
-  // device and dtype, as a 0-dim float32 tensor on their device (accumulated in double on the CPU).
+  // device and dtype, as a 0-dim float64 tensor on their device (accumulated in float64 on every device).
   m.def("grad_sq_norm(Tensor[] grads, Tensor? grad_scale) -> Tensor");
   // Host-side schedule evaluation through the same C++ as the kernels (float64 results).
   m.def("schedule_lrs(Tensor program, Tensor steps, float base_lr) -> Tensor");

@@ -2,7 +2,11 @@
 
 #include <torch/library.h>
 
+#include <algorithm>
+#include <mutex>
+
 #include "lrf_common.h"
+#include "op_signatures.h"
 #include "schedule.h"
 #include "update_math.h"
 
@@ -29,6 +33,39 @@ double read_cpu_scalar(const at::Tensor& t, const char* name) {
   }
 }
 
+namespace {
+// Device programs already validated: (TensorImpl, data, version). Programs are few (one per group and
+// device) and kept by their optimizer, so a short list with round-robin replacement is enough.
+struct CheckedProgram {
+  const void* impl = nullptr;
+  const void* data = nullptr;
+  uint32_t version = 0;
+};
+std::mutex checked_programs_mutex;
+CheckedProgram checked_programs[64];
+size_t checked_programs_next = 0;
+}  // namespace
+
+void check_program(const at::Tensor& program) {
+  TORCH_CHECK(program.defined() && program.scalar_type() == at::kDouble && program.dim() == 1 &&
+                  program.is_contiguous() && program.numel() >= 2,
+              "lrfused: program must be a packed schedule (contiguous 1-D float64 tensor of at least 2 values)");
+  if (program.device().is_cpu()) {
+    const char* why = sched::validate_program(program.const_data_ptr<double>(), program.numel());
+    TORCH_CHECK(why == nullptr, "lrfused: invalid schedule program: ", why);
+    return;
+  }
+  const CheckedProgram key{program.unsafeGetTensorImpl(), program.const_data_ptr(),
+                           program.unsafeGetTensorImpl()->version_counter().current_version()};
+  std::lock_guard<std::mutex> lock(checked_programs_mutex);
+  for (const CheckedProgram& c : checked_programs)
+    if (c.impl == key.impl && c.data == key.data && c.version == key.version) return;
+  const at::Tensor host = program.cpu();
+  const char* why = sched::validate_program(host.const_data_ptr<double>(), host.numel());
+  TORCH_CHECK(why == nullptr, "lrfused: invalid schedule program: ", why);
+  checked_programs[checked_programs_next++ % 64] = key;
+}
+
 void check_group_step(const GroupStep& step) {
   const at::Tensor& state = step.sched_state;
   TORCH_CHECK(state.scalar_type() == at::kDouble && state.dim() == 1 && state.is_contiguous(),
@@ -37,9 +74,7 @@ void check_group_step(const GroupStep& step) {
   TORCH_CHECK(state.numel() == SCHED_LAST_LR + 2 * num_groups && step.group_index >= 0 &&
                   step.group_index < num_groups,
               "lrfused: group_index ", step.group_index, " does not fit sched_state of ", state.numel(), " slots");
-  TORCH_CHECK(step.program.scalar_type() == at::kDouble && step.program.dim() == 1 &&
-                  step.program.is_contiguous() && step.program.numel() >= 2,
-              "lrfused: program must be a packed schedule (contiguous 1-D float64)");
+  check_program(step.program);
   TORCH_CHECK(static_cast<int64_t>(step.hyper.size()) == HYPER_COUNT, "lrfused: hyper must have ", HYPER_COUNT,
               " values, got ", step.hyper.size());
   TORCH_CHECK(step.optimizer == OPT_SGD || step.optimizer == OPT_ADAM, "lrfused: unknown optimizer ", step.optimizer);
@@ -65,9 +100,7 @@ void cpu_group_step(const GroupStep& step, const cpu::TensorRef* refs, int64_t n
   cfg.eps = step.hyper[HYPER_EPS];
   cfg.weight_decay = step.hyper[HYPER_WEIGHT_DECAY];
   cfg.has_grad_scale = step.grad_scale.has_value();
-  // torch's fused kernels divide by the float32 scale; a float reciprocal matches that to an ulp.
-  cfg.inv_grad_scale = cfg.has_grad_scale ? 1.0f / static_cast<float>(read_cpu_scalar(*step.grad_scale, "grad_scale"))
-                                          : 1.0f;
+  cfg.grad_scale = cfg.has_grad_scale ? static_cast<float>(read_cpu_scalar(*step.grad_scale, "grad_scale")) : 1.0f;
   cfg.grad_factor = step.grad_factor ? read_cpu_scalar(*step.grad_factor, "grad_factor") : 1.0f;
   cpu::fused_step(refs, num_refs, param_dtype, state_dtype, cfg);
 }
@@ -131,7 +164,10 @@ void fused_step_cpu(at::TensorList params, at::TensorList grads, at::TensorList 
   check_list_lengths(n, state1, "state1");
   check_list_lengths(n, state2, "state2");
   check_list_lengths(n, state3, "state3");
-  if (n == 0) return;
+  if (n == 0) {  // no parameter of the group has a gradient: the applied lr is still recorded
+    cpu_group_step(step, nullptr, 0, cpu::DType::F32, cpu::DType::F32);
+    return;
+  }
   const at::ScalarType param_type = real_view(params[0]).scalar_type();
   const at::ScalarType state_type = state1.empty() ? param_type : real_view(state1[0]).scalar_type();
   Staging staging;
@@ -185,7 +221,7 @@ at::Tensor grad_sq_norm_cpu(at::TensorList grads, const std::optional<at::Tensor
     total = cpu::grad_sum_of_squares(refs.data(), static_cast<int64_t>(refs.size()),
                                      to_kernel_dtype(real_view(grads[0]).scalar_type(), "grads"), inv_scale);
   }
-  return at::scalar_tensor(total, at::TensorOptions().dtype(at::kFloat));
+  return at::scalar_tensor(total, at::TensorOptions().dtype(at::kDouble));
 }
 
 void advance_cpu(const at::Tensor& sched_state, const std::optional<at::Tensor>& found_inf) {
@@ -197,9 +233,9 @@ void advance_cpu(const at::Tensor& sched_state, const std::optional<at::Tensor>&
 }  // namespace
 
 TORCH_LIBRARY_IMPL(lrfused, CPU, m) {
-  m.impl("fused_step_", &fused_step_cpu);
-  m.impl("advance_", &advance_cpu);
-  m.impl("grad_sq_norm", &grad_sq_norm_cpu);
+  LRF_IMPL(m, fused_step_, &fused_step_cpu);
+  LRF_IMPL(m, advance_, &advance_cpu);
+  LRF_IMPL(m, grad_sq_norm, &grad_sq_norm_cpu);
 }
 
 }  // namespace lrfused

@@ -25,6 +25,11 @@ struct GroupStep {
 
 cpu::DType to_kernel_dtype(at::ScalarType t, const char* what);
 
+// Raises unless `program` is a contiguous 1-D float64 tensor holding a valid packed schedule
+// (sched::validate_program). A program on a GPU is copied to the host and checked the first time it is
+// seen (per tensor and version): after that, the check is free and needs no synchronisation.
+void check_program(const at::Tensor& program);
+
 // Validates the group-level arguments (names the argument on error). Cheap; called once per group step.
 void check_group_step(const GroupStep& step);
 

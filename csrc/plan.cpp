@@ -10,6 +10,7 @@
 #include <unordered_map>
 
 #include "lrf_common.h"
+#include "op_signatures.h"
 #include "optim_cpu.h"
 
 namespace lrfused {
@@ -126,12 +127,9 @@ class Plan {
       if (state.device().is_cpu()) {
         cpu_advance(state, found_inf);
       } else {
-        static auto op = c10::Dispatcher::singleton()
-                             .findSchemaOrThrow("lrfused::advance_", "")
-                             .typed<void(const at::Tensor&, const std::optional<at::Tensor>&)>();
         std::optional<at::Tensor> fi = found_inf ? std::optional<at::Tensor>(found_inf->to(state.device(), true))
                                                  : std::nullopt;
-        op.call(state, fi);
+        LRF_OP(advance_).call(state, fi);
       }
     }
     return true;
@@ -165,13 +163,10 @@ class Plan {
       out[1] = std::min(1.0, max_norm / (norm + 1e-6));
       return;
     }
-    static auto op = c10::Dispatcher::singleton()
-                         .findSchemaOrThrow("lrfused::grad_sq_norm", "")
-                         .typed<at::Tensor(at::TensorList, const std::optional<at::Tensor>&)>();
     at::Tensor sum_sq;
     for (Bucket& b : buckets_) {
       if (b.grads.empty()) continue;
-      at::Tensor part = op.call(b.grads, grad_scale);
+      at::Tensor part = LRF_OP(grad_sq_norm).call(b.grads, grad_scale);
       sum_sq = sum_sq.defined() ? sum_sq + part : part;
     }
     if (!sum_sq.defined()) {
@@ -270,14 +265,9 @@ class Plan {
     staging.write_back();
   }
 
+  // Also when no parameter of the bucket has a gradient: the op still records the applied lr, as the
+  // CPU path does.
   void run_op(Bucket& b) {
-    static auto op =
-        c10::Dispatcher::singleton()
-            .findSchemaOrThrow("lrfused::fused_step_", "")
-            .typed<void(at::TensorList, at::TensorList, at::TensorList, at::TensorList, at::TensorList,
-                        at::TensorList, const at::Tensor&, const at::Tensor&, int64_t, int64_t, int64_t,
-                        at::ArrayRef<double>, const std::optional<at::Tensor>&, const std::optional<at::Tensor>&,
-                        const std::optional<at::Tensor>&)>();
     std::vector<at::Tensor> params, s1, s2, s3, steps;
     for (size_t i = 0; i < b.params.size(); ++i) {
       if (!b.params[i].grad().defined()) continue;
@@ -287,13 +277,12 @@ class Plan {
       if (!b.state3.empty()) s3.push_back(b.state3[i]);
       steps.push_back(b.steps[i]);
     }
-    if (params.empty()) return;
-    const c10::Device device = params[0].device();
+    const c10::Device device = b.step.sched_state.device();
     auto on_device = [&](const std::optional<at::Tensor>& t) -> std::optional<at::Tensor> {
       if (!t) return std::nullopt;
       return t->device() == device ? *t : t->to(device, /*non_blocking=*/true);
     };
-    op.call(params, b.grads, s1, s2, s3, steps, b.step.sched_state, b.step.program, b.step.group_index,
+    LRF_OP(fused_step_).call(params, b.grads, s1, s2, s3, steps, b.step.sched_state, b.step.program, b.step.group_index,
             b.step.optimizer, b.step.flags, b.step.hyper, on_device(b.step.grad_scale), on_device(b.step.found_inf),
             on_device(b.step.grad_factor));
   }
@@ -312,6 +301,8 @@ void bind_plan(pybind11::module& module) {
     return false;
 #endif
   });
+  module.def("check_program", &check_program,
+             "Raises unless the tensor is a valid packed schedule program (sched::validate_program).");
   module.def("cpu_simd_level", []() { return std::string(cpu::simd_level()); });
   pybind11::class_<Plan>(module, "Plan")
       .def(pybind11::init<>())

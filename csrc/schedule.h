@@ -102,7 +102,7 @@ LRF_HD bool expand(const double* n, int64_t k, Frame* stack, int& top) {
     }
     case PER_EPOCH: {
       const int64_t spe = as_int(p[0]);
-      if (top < kMaxStack) stack[top++] = Frame{p + 1, k / spe};
+      if (top < kMaxStack) stack[top++] = Frame{p + 1, spe > 0 ? k / spe : k};
       return true;
     }
     default:
@@ -255,10 +255,12 @@ LRF_HD double leaf_lr(const double* n, int64_t k, double b, const double* platea
       return b;
     case TABLE: {
       const int64_t count = as_int(p[0]);
-      return b * p[1 + min_i64(k, count - 1)];
+      return count > 0 ? b * p[1 + min_i64(k, count - 1)] : b;
     }
-    case STEP:
-      return b * pow(p[1], static_cast<double>(k / as_int(p[0])));
+    case STEP: {
+      const int64_t step_size = as_int(p[0]);
+      return b * pow(p[1], static_cast<double>(step_size > 0 ? k / step_size : 0));
+    }
     case MULTI_STEP: {
       const int64_t count = as_int(p[1]);
       int64_t passed = 0;
@@ -291,10 +293,12 @@ LRF_HD double leaf_lr(const double* n, int64_t k, double b, const double* platea
       const int64_t mult = as_int(p[1]);
       const double eta = p[2];
       int64_t t_cur = k;
+      if (t_i < 1 || mult < 1) return b;  // refused by validate_program; never a division by 0 or an endless loop
       if (mult == 1) {
         t_cur = k % t_i;
       } else {
-        while (t_cur >= t_i) { t_cur -= t_i; t_i *= mult; }
+        // t_i at least doubles per restart, so a step below 2^63 takes fewer than 63 rounds.
+        for (int round = 0; round < 64 && t_cur >= t_i; ++round) { t_cur -= t_i; t_i *= mult; }
       }
       return eta + (b - eta) * (1.0 + cos(kPi * static_cast<double>(t_cur) /
                                                static_cast<double>(t_i))) / 2.0;
@@ -369,6 +373,128 @@ LRF_HD double momentum_at(const double* prog, int64_t k, double fallback) {
     }
   }
   return m;
+}
+
+// Whether `prog` (len doubles) is a program the evaluators above can run: known kinds, node lengths that
+// match their kind's parameters and stay inside the program, integer slots that are integers in range,
+// positive divisors (STEP's step_size, PER_EPOCH's steps_per_epoch, CosineAnnealingWarmRestarts' T_0 and
+// T_mult), and nesting that fits kMaxStack frames. Returns nullptr, or what is wrong. Host code: it runs
+// at the C++ op boundary and where a program is packed, before any kernel sees the program.
+namespace detail {
+inline bool is_int_in(double v, double lo, double hi) { return v == floor(v) && v >= lo && v <= hi; }
+
+// Validates the node at prog[at .. end) and returns its frame need (peak stack height while evaluating it,
+// counted from the height after it was popped), or -1 with *why set.
+inline int64_t check_node(const double* prog, int64_t at, int64_t end, int depth, const char** why) {
+  constexpr double kMaxInt = 9007199254740992.0;  // 2^53: integers stored as doubles are exact below
+  // Nesting itself costs the evaluators no frames (a SEQUENTIAL child replaces its parent); the bound only
+  // keeps this recursive host check's own stack small.
+  if (depth > 4096) { *why = "schedule program nests too deep"; return -1; }
+  if (end - at < 2) { *why = "schedule program: node header past the end"; return -1; }
+  const double* n = prog + at;
+  if (!is_int_in(n[0], 0, 1000) || !is_int_in(n[1], 2, static_cast<double>(end - at))) {
+    *why = "schedule program: bad node kind or length";
+    return -1;
+  }
+  const int kind = kind_of(n);
+  const int64_t len = len_of(n);
+  const double* p = n + 2;
+  const int64_t np = len - 2;  // parameter (and child) doubles
+  auto fixed = [&](int64_t count) {
+    if (np != count) *why = "schedule program: node length does not match its kind";
+    return np == count;
+  };
+  auto counted = [&](double count, int64_t before, int64_t per) {  // [.. before .., count x per]
+    if (!is_int_in(count, 0, kMaxInt) || np != before + per * static_cast<int64_t>(count)) {
+      *why = "schedule program: table length does not match its count";
+      return false;
+    }
+    return true;
+  };
+  switch (kind) {
+    case CONSTANT: case PLATEAU: return fixed(0) ? 0 : -1;
+    case TABLE:
+      if (np < 1 || !counted(p[0], 1, 1)) return -1;
+      if (p[0] < 1) { *why = "schedule program: empty table"; return -1; }
+      return 0;
+    case STEP:
+      if (!fixed(2)) return -1;
+      if (!is_int_in(p[0], 1, kMaxInt)) { *why = "schedule program: step_size must be a positive integer"; return -1; }
+      return 0;
+    case MULTI_STEP:
+      if (np < 2 || !counted(p[1], 2, 1)) return -1;
+      for (int64_t i = 0; i < static_cast<int64_t>(p[1]); ++i)
+        if (!is_int_in(p[2 + i], -kMaxInt, kMaxInt)) { *why = "schedule program: milestones must be integers"; return -1; }
+      return 0;
+    case CONSTANT_FACTOR: case POLYNOMIAL:
+      if (!fixed(2)) return -1;
+      if (!is_int_in(kind == POLYNOMIAL ? p[0] : p[1], 0, kMaxInt)) { *why = "schedule program: total_iters must be an integer >= 0"; return -1; }
+      return 0;
+    case LINEAR:
+      if (!fixed(3)) return -1;
+      if (!is_int_in(p[2], 0, kMaxInt)) { *why = "schedule program: total_iters must be an integer >= 0"; return -1; }
+      return 0;
+    case EXPONENTIAL: return fixed(1) ? 0 : -1;
+    case COSINE: return fixed(2) ? 0 : -1;
+    case COSINE_WARM_RESTARTS:
+      if (!fixed(3)) return -1;
+      if (!is_int_in(p[0], 1, kMaxInt) || !is_int_in(p[1], 1, kMaxInt)) {
+        *why = "schedule program: T_0 and T_mult must be positive integers";
+        return -1;
+      }
+      return 0;
+    case CYCLIC:
+      if (np < 11 || !counted(p[10], 11, 1)) return -1;
+      if (!is_int_in(p[4], 0, 3) || (p[4] == 3 && p[10] < 1)) { *why = "schedule program: bad CyclicLR scale"; return -1; }
+      return 0;
+    case ONE_CYCLE:
+      if (np < 4 || !counted(p[3], 4, 5)) return -1;
+      if (p[3] < 1 || !is_int_in(p[0], 0, kMaxInt)) { *why = "schedule program: OneCycleLR needs a phase and total_steps"; return -1; }
+      return 0;
+    case SEQUENTIAL: case CHAINED: case PER_EPOCH: {
+      int64_t count = 1;
+      int64_t first_child = 1;  // PER_EPOCH: [steps_per_epoch, child]
+      if (np < 1) { *why = "schedule program: composite without parameters"; return -1; }
+      if (kind == PER_EPOCH) {
+        if (!is_int_in(p[0], 1, kMaxInt)) { *why = "schedule program: steps_per_epoch must be a positive integer"; return -1; }
+      } else {
+        if (!is_int_in(p[0], 1, kMaxStack)) { *why = "schedule program: bad number of child schedules"; return -1; }
+        count = static_cast<int64_t>(p[0]);
+        first_child = kind == SEQUENTIAL ? count : 1;  // SEQUENTIAL: [n, n-1 milestones, children]
+        if (np < first_child) { *why = "schedule program: composite node too short"; return -1; }
+        for (int64_t i = 1; kind == SEQUENTIAL && i < count; ++i)
+          if (!is_int_in(p[i], -kMaxInt, kMaxInt)) { *why = "schedule program: milestones must be integers"; return -1; }
+      }
+      int64_t child = at + 2 + first_child;
+      int64_t need = kind == CHAINED ? count : 1;
+      for (int64_t i = 0; i < count; ++i) {
+        const int64_t child_need = check_node(prog, child, at + len, depth + 1, why);
+        if (child_need < 0) return -1;
+        const int64_t below = kind == CHAINED ? count - 1 - i : 0;  // frames still waiting under it
+        if (below + child_need > need) need = below + child_need;
+        child += len_of(prog + child);
+      }
+      if (child != at + len) { *why = "schedule program: children do not fill their parent"; return -1; }
+      return need;
+    }
+    default:
+      if (kind >= HF_CONSTANT_WITH_WARMUP && kind <= HF_WSD) {
+        constexpr int64_t kHfParams[] = {1, 2, 6, 3, 5, 2, 8, 7};
+        return fixed(kHfParams[kind - HF_CONSTANT_WITH_WARMUP]) ? 0 : -1;
+      }
+      *why = "schedule program: unknown node kind";
+      return -1;
+  }
+}
+}  // namespace detail
+
+inline const char* validate_program(const double* prog, int64_t len) {
+  const char* why = nullptr;
+  const int64_t need = detail::check_node(prog, 0, len, 1, &why);
+  if (need < 0) return why;
+  if (detail::len_of(prog) != len) return "schedule program: trailing values after the root node";
+  if (need > kMaxStack) return "schedule program needs more than kMaxStack evaluation frames";
+  return nullptr;
 }
 
 // ReduceLROnPlateau: one reported metric (torch.optim.lr_scheduler.ReduceLROnPlateau.step, exactly).

@@ -3,21 +3,25 @@
 #include <torch/library.h>
 #include <ATen/ATen.h>
 
+#include "op_signatures.h"
+#include "optim_cpu.h"
 #include "schedule.h"
 
 namespace lrfused {
 namespace {
 
-at::Tensor check_program(const at::Tensor& program) {
+at::Tensor host_program(const at::Tensor& program) {
   TORCH_CHECK(program.scalar_type() == at::kDouble && program.dim() == 1,
               "lrfused: schedule program must be a 1-D float64 tensor, got ", program.scalar_type());
-  return program.to(at::kCPU).contiguous();
+  at::Tensor host = program.to(at::kCPU).contiguous();
+  check_program(host);
+  return host;
 }
 
 // Evaluates `eval(program, k)` at every step of `steps` on the host (float64 results on steps' device).
 template <typename Eval>
 at::Tensor evaluate_at_steps(const at::Tensor& program, const at::Tensor& steps, Eval eval) {
-  const at::Tensor prog = check_program(program);
+  const at::Tensor prog = host_program(program);
   const at::Tensor k = steps.to(at::kCPU, at::kLong).contiguous();
   at::Tensor out = at::empty(k.sizes(), k.options().dtype(at::kDouble));
   const double* p = prog.data_ptr<double>();
@@ -37,7 +41,7 @@ at::Tensor schedule_momenta_cpu(const at::Tensor& program, const at::Tensor& ste
                            [&](const double* p, int64_t k) { return sched::momentum_at(p, k, fallback); });
 }
 
-void plateau_report_cpu(at::Tensor& sched_state, const at::Tensor& metric, at::ArrayRef<double> config,
+void plateau_report_cpu(const at::Tensor& sched_state, const at::Tensor& metric, at::ArrayRef<double> config,
                         int64_t num_groups) {
   TORCH_CHECK(sched_state.device().is_cpu() && sched_state.scalar_type() == at::kDouble &&
                   sched_state.dim() == 1 && sched_state.is_contiguous(),
@@ -46,6 +50,7 @@ void plateau_report_cpu(at::Tensor& sched_state, const at::Tensor& metric, at::A
   TORCH_CHECK(sched_state.numel() >= SCHED_LAST_LR + 2 * num_groups,
               "lrfused.plateau_report_: sched_state has ", sched_state.numel(), " slots, expected ",
               SCHED_LAST_LR + 2 * num_groups, " for ", num_groups, " groups");
+  TORCH_CHECK(num_groups <= 1000000, "lrfused.plateau_report_: num_groups too large: ", num_groups);
   TORCH_CHECK(static_cast<int64_t>(config.size()) == 7 + num_groups,
               "lrfused.plateau_report_: config must hold 7 + num_groups = ", 7 + num_groups,
               " values, got ", config.size());
@@ -58,9 +63,9 @@ void plateau_report_cpu(at::Tensor& sched_state, const at::Tensor& metric, at::A
 }  // namespace
 
 TORCH_LIBRARY_IMPL(lrfused, CPU, m) {
-  m.impl("schedule_lrs", &schedule_lrs_cpu);
-  m.impl("schedule_momenta", &schedule_momenta_cpu);
-  m.impl("plateau_report_", &plateau_report_cpu);
+  LRF_IMPL(m, schedule_lrs, &schedule_lrs_cpu);
+  LRF_IMPL(m, schedule_momenta, &schedule_momenta_cpu);
+  LRF_IMPL(m, plateau_report_, &plateau_report_cpu);
 }
 
 }  // namespace lrfused

@@ -31,6 +31,11 @@ namespace math {
 LRF_HD float lrf_sqrt(float x) { return sqrtf(x); }
 LRF_HD double lrf_sqrt(double x) { return sqrt(x); }
 
+// GradScaler's unscale as torch's fused optimizers do it: the gradient divided by the float32 scale in
+// the compute type (not multiplied by a reciprocal, which differs by an ulp unless the scale is a power of 2).
+template <typename C>
+LRF_HD C unscale(C grad, C grad_scale) { return grad / grad_scale; }
+
 // torch.maximum semantics: NaN in either operand propagates.
 template <typename C>
 LRF_HD C nan_propagating_max(C a, C b) {

@@ -33,7 +33,7 @@ def _plateau_report_fake(sched_state, metric, config, num_groups):
 @torch.library.register_fake("lrfused::grad_sq_norm")
 def _grad_sq_norm_fake(grads, grad_scale):
     device = grads[0].device if grads else torch.device("cpu")
-    return torch.empty((), dtype=torch.float32, device=device)
+    return torch.empty((), dtype=torch.float64, device=device)
 
 
 @torch.library.register_fake("lrfused::schedule_lrs")

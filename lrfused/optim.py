@@ -83,6 +83,9 @@ class _FusedOptimizer(torch.optim.Optimizer):
         self._plan = None
         self._plan_signature = None
         self._sched_states: dict[torch.device, torch.Tensor] = {}
+        # (group index, number of groups, device) -> (schedule, its program on that device): packed and
+        # copied once, since a host-to-device copy per step would synchronise and break graph capture.
+        self._programs: dict[tuple, tuple] = {}
         self._host_steps = 0  # step() calls; an upper bound of the device's k (skipped steps do not count there)
         super().__init__(params, defaults)
 
@@ -186,14 +189,21 @@ class _FusedOptimizer(torch.optim.Optimizer):
             for params in by_key.values():
                 yield g, group, params
 
-    def _bucket_args(self, g, group, params):
+    def _bucket_args(self, g, group, params, device):
         keys = self._state_keys(group)
         lists = [[self.state[p][k] for p in params] for k in keys]
         lists += [[] for _ in range(3 - len(lists))]
         steps = [self.state[p]["step"] for p in params]
-        device = params[0].device
-        program = group["schedule"]._pack(g, len(self.param_groups)).to(device)
-        return lists, steps, self._sched_state(device), program
+        return lists, steps, self._sched_state(device), self._device_program(g, group, device)
+
+    def _device_program(self, g: int, group: dict, device: torch.device) -> torch.Tensor:
+        schedule = group["schedule"]
+        key = (g, len(self.param_groups), device)
+        cached = self._programs.get(key)
+        if cached is None or cached[0] is not schedule:
+            cached = (schedule, schedule._pack(g, len(self.param_groups)).to(device))
+            self._programs[key] = cached
+        return cached[1]
 
     def _build_plan(self) -> None:
         for group in self.param_groups:
@@ -207,7 +217,7 @@ class _FusedOptimizer(torch.optim.Optimizer):
         for device in {p.device for group in self.param_groups for p in group["params"]}:
             plan.add_sched_state(self._sched_state(device))
         for g, group, params in self._buckets():
-            (s1, s2, s3), steps, sched_state, program = self._bucket_args(g, group, params)
+            (s1, s2, s3), steps, sched_state, program = self._bucket_args(g, group, params, params[0].device)
             plan.add_bucket(params, s1, s2, s3, steps, sched_state, program, g, self._KIND, self._flags(group),
                             list(self._hyper(group)))
         self._stateless = [p for group in self.param_groups for p in group["params"]
@@ -250,14 +260,26 @@ class _FusedOptimizer(torch.optim.Optimizer):
             self._host_steps += 1
             return loss
         if self._plan is None or self._plan_signature != self._signature():
+            self._check_not_capturing("the optimizer's parameters, groups or hyperparameters changed")
             self._build_plan()
         clip = self._max_grad_norm or 0.0
         buffer = self._clip_buffer_for_step()
         if not self._plan.step(grad_scale, found_inf, clip, buffer, self._stateless):
+            self._check_not_capturing("a parameter got its first gradient")
             self._build_plan()  # a parameter got its first gradient: give it state
             self._plan.step(grad_scale, found_inf, clip, buffer, self._stateless)
         self._host_steps += 1
         return loss
+
+    @staticmethod
+    def _check_not_capturing(why: str) -> None:
+        """Building the launch plan creates state and copies to the device, which a CUDA graph capture
+        cannot hold: refuse, with nothing changed yet, and say how to avoid it."""
+        if torch.cuda.is_available() and torch.cuda.is_current_stream_capturing():
+            raise RuntimeError(
+                f"lrfused: {why}, so the launch plan must be rebuilt, which cannot happen during CUDA graph "
+                "capture. Warm up before capturing: run a few eager steps with every parameter that will "
+                "have a gradient, and change no parameter, group or hyperparameter inside the captured region.")
 
     def _clip_buffer_for_step(self):
         if self._max_grad_norm is None:
@@ -302,12 +324,11 @@ class _FusedOptimizer(torch.optim.Optimizer):
                     self._init_state(p, group)
         grad_factor = self._op_clip_factor(grad_scale)
         for g, group, params in self._buckets():
+            # Also a bucket without gradients this step: the op records the applied lr all the same.
             with_grad = [p for p in params if p.grad is not None]
-            if not with_grad:
-                continue
-            (s1, s2, s3), steps, sched_state, program = self._bucket_args(g, group, with_grad)
+            device = params[0].device
+            (s1, s2, s3), steps, sched_state, program = self._bucket_args(g, group, with_grad, device)
             s1, s2, s3 = ([_local(t) for t in lst] for lst in (s1, s2, s3))
-            device = _local(with_grad[0]).device
             ops.fused_step_([_local(p) for p in with_grad], [_local(p.grad) for p in with_grad], s1, s2, s3,
                             steps, sched_state, program, g,
                             self._KIND, self._flags(group), list(self._hyper(group)),
@@ -378,6 +399,7 @@ class _FusedOptimizer(torch.optim.Optimizer):
         super().__setstate__(state)
         self._plan = None
         self._plan_signature = None
+        self._programs = {}
 
     # ---- checkpoints ---------------------------------------------------------------------------
     def state_dict(self) -> dict:
@@ -405,11 +427,10 @@ class _FusedOptimizer(torch.optim.Optimizer):
                 if state:
                     self._adopt_loaded_state(p, group, state)
         self._sched_states = {}
+        self._programs = {}
         if extra is not None:
             self._host_steps = int(extra.get("host_steps", 0))
-            for name, s in extra.get("sched_state", {}).items():
-                device = torch.device(name)
-                self._sched_states[device] = s.to(device=device, dtype=torch.float64).clone()
+            self._sched_states = self._map_saved_sched_states(extra.get("sched_state", {}))
         else:  # a torch optimizer's checkpoint: the schedule position is the parameters' step count
             for group in self.param_groups:
                 # torch's schedulers write the scheduled lr into group["lr"] and keep the base in "initial_lr"
@@ -419,6 +440,19 @@ class _FusedOptimizer(torch.optim.Optimizer):
             for device in {p.device for g in self.param_groups for p in g["params"]}:
                 self._sched_state(device)[_SCHED_STEP] = self._host_steps
         self._invalidate()
+
+    def _map_saved_sched_states(self, saved: dict) -> dict:
+        """The schedule position saved under each device's name, put on the devices that hold the
+        parameters now: by name where the device is the same, else the most advanced saved state (every
+        device's counter advances on every step, so they agree). A cuda:0 checkpoint resumes on cuda:1 or on
+        a CPU-only host at the step it was saved at."""
+        saved = {str(name): s for name, s in saved.items()}
+        if not saved:
+            return {}
+        most_advanced = max(saved.values(), key=lambda s: float(s[_SCHED_STEP]))
+        devices = {p.device for g in self.param_groups for p in g["params"]}
+        return {device: saved.get(str(device), most_advanced).to(device=device, dtype=torch.float64).clone()
+                for device in devices}
 
     def _check_loaded_state(self, state_dict: dict) -> None:
         if "state" not in state_dict or "param_groups" not in state_dict:

@@ -225,6 +225,8 @@ class Schedule:
         prog = cache.get(key)
         if prog is None:
             prog = torch.tensor(self._pack_node(*key), dtype=torch.float64)
+            if not torch.compiler.is_compiling():  # traced programs are checked by the ops themselves
+                _ops._C.check_program(prog)  # the C++ validator: what every kernel relies on
             cache[key] = prog
         return prog
 

@@ -248,7 +248,7 @@ def _bucket_op_args(opt_cls, kw, schedule, grad_scale=None, found_inf=None):
     opt.step()  # creates the state: step 1 of the schedule
     for p in params:
         p.grad = torch.randn_like(p)
-    (s1, s2, s3), steps, sched_state, program = opt._bucket_args(0, opt.param_groups[0], params)
+    (s1, s2, s3), steps, sched_state, program = opt._bucket_args(0, opt.param_groups[0], params, params[0].device)
     group = opt.param_groups[0]
     return (params, [p.grad for p in params], s1, s2, s3, steps, sched_state, program, 0, opt._KIND,
             opt._flags(group), list(opt._hyper(group)), grad_scale, found_inf, None)

@@ -50,7 +50,7 @@ template <> LRF_HD bf16_t from_compute<bf16_t>(float x) {
 
 template <typename C>
 struct GradPrep {
-  C inv_scale;  // 1 / grad_scale (GradScaler), applied and stored back when a scale is given
+  C grad_scale;  // GradScaler's scale: gradients are divided by it (math::unscale) and stored back
   C factor;     // clipping factor, negated for maximize
 };
 
@@ -149,7 +149,7 @@ void run_group_impl(const TensorRef* tensors, int64_t num_tensors, const StepCon
 
   const bool maximize = cfg.flags & FLAG_MAXIMIZE;
   GradPrep<C> gp;
-  gp.inv_scale = static_cast<C>(cfg.inv_grad_scale);
+  gp.grad_scale = static_cast<C>(cfg.grad_scale);
   gp.factor = static_cast<C>(maximize ? -cfg.grad_factor : cfg.grad_factor);
   const bool scaled = cfg.has_grad_scale;
 

@@ -29,7 +29,7 @@ struct StepConfig {
   double eps;
   double weight_decay;
   bool has_grad_scale;     // grads are divided by grad_scale and the unscaled grads stored back
-  float inv_grad_scale;
+  float grad_scale;        // GradScaler's scale (when has_grad_scale)
   double grad_factor;      // clipping factor applied after unscaling (1 = none)
 };
 

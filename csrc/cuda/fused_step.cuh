@@ -1,12 +1,12 @@
-// The fused optimizer-step kernel, shared by sgd.cu and adam.cu (one per optimizer family, so the two
-// families compile in parallel). Per block: thread 0 reads k and found_inf from the device, evaluates
-// the schedule (sched::lr_at / sched::momentum_at) and the tensor's step-dependent scalars once, in
-// double (update_math.h make_*_scalars), and publishes them through shared memory; every thread then
-// streams its share of one 65536-element chunk through math::sgd_update / math::adam_update.
+// The fused optimizer-step kernel, shared by sgd.cu, adam.cu and adamw.cu (so the families compile in
+// parallel). The schedule is evaluated once per launch by the one-thread schedule kernel (step_kernels.cu),
+// which leaves the step's lr and momentum in sched_state. Per block: thread 0 reads them and found_inf,
+// computes the tensor's step-dependent scalars once, in double (update_math.h make_*_scalars), and
+// publishes them through shared memory; every thread then streams its share of one 65536-element chunk
+// through math::sgd_update / math::adam_update.
 #pragma once
 #include "cuda/multi_tensor_apply.cuh"
 #include "lrf_common.h"
-#include "schedule.h"
 #include "update_math.h"
 
 namespace lrfused {
@@ -15,13 +15,11 @@ namespace gpu {
 // Scalars that are the same for every block of a launch.
 struct StepHeader {
   double hyper[HYPER_COUNT];
-  double* sched_state;
-  const double* program;
+  const double* sched_state;  // the step's lr and momentum, written by the schedule kernel
   const float* grad_scale;
   const float* found_inf;
   const float* grad_factor;
   int group_index;
-  int num_groups;
   int flags;
   int has_state1;  // SGD: momentum buffers were given
 };
@@ -87,30 +85,6 @@ struct AdamPolicy {
   }
 };
 
-// The schedule at step k for the launch's group; also used by the finalize kernel, so the lr written to
-// SCHED_LAST_LR is bit-identical to the one applied.
-__device__ __forceinline__ double group_lr(const double* sched_state, const double* program, int64_t k,
-                                           double base_lr, int num_groups, int group_index) {
-  return sched::lr_at(program, k, base_lr, sched_state + sched_plateau_lr_slot(num_groups, group_index));
-}
-
-struct LrMomentum {
-  double lr;
-  double momentum;
-};
-
-// Not inlined: the schedule interpreter needs a stack frame and many registers, run by one thread per
-// block; kept out of line it does not raise the register count of the streaming loop. Arguments by
-// value: a reference into the kernel's parameters would make the compiler copy all of them to the stack.
-__device__ __noinline__ LrMomentum schedule_at(const double* sched_state, const double* program, double base_lr,
-                                               double base_momentum, int num_groups, int group_index) {
-  const int64_t k = static_cast<int64_t>(sched_state[SCHED_STEP]);
-  LrMomentum r;
-  r.lr = group_lr(sched_state, program, k, base_lr, num_groups, group_index);
-  r.momentum = sched::momentum_at(program, k, base_momentum);
-  return r;
-}
-
 template <class Pol, typename T, typename S, bool LARGE>
 __global__ void __launch_bounds__(kBlockThreads)
 fused_step_kernel(const StepArgs<2 + Pol::kStates, LARGE> args) {
@@ -120,7 +94,7 @@ fused_step_kernel(const StepArgs<2 + Pol::kStates, LARGE> args) {
   constexpr int ILP = Ilp<T>::value;
 
   __shared__ Block s_block;
-  __shared__ C s_inv_scale;
+  __shared__ C s_grad_scale;
   __shared__ C s_factor;
   __shared__ int s_skip;
 
@@ -132,11 +106,10 @@ fused_step_kernel(const StepArgs<2 + Pol::kStates, LARGE> args) {
     const bool skip = h.found_inf != nullptr && *h.found_inf != 0.0f;
     s_skip = skip;
     if (!skip) {
-      const LrMomentum lm = schedule_at(h.sched_state, h.program, h.hyper[HYPER_LR], h.hyper[HYPER_MOMENTUM],
-                                        h.num_groups, h.group_index);
-      s_block = Pol::template make<C>(h, lm.lr, lm.momentum, *args.t.fptr[0][slot]);
-      // 1 / scale in float, as the CPU path (optim_cpu.cpp) computes it, for every param dtype.
-      s_inv_scale = h.grad_scale != nullptr ? static_cast<C>(1.0f / *h.grad_scale) : C(1);
+      const double lr = h.sched_state[SCHED_LAST_LR + h.group_index];
+      const double momentum = h.sched_state[SCHED_SCHEDULED_MOMENTUM];
+      s_block = Pol::template make<C>(h, lr, momentum, *args.t.fptr[0][slot]);
+      s_grad_scale = h.grad_scale != nullptr ? static_cast<C>(*h.grad_scale) : C(1);
       s_factor = h.grad_factor != nullptr ? static_cast<C>(*h.grad_factor) : C(1);
     }
   }
@@ -144,7 +117,7 @@ fused_step_kernel(const StepArgs<2 + Pol::kStates, LARGE> args) {
   if (s_skip) return;
 
   const Block b = s_block;
-  const C inv_scale = s_inv_scale;
+  const C grad_scale = s_grad_scale;
   const C factor = s_factor;
   const bool unscale = h.grad_scale != nullptr;
   const bool has_factor = h.grad_factor != nullptr;
@@ -170,7 +143,7 @@ fused_step_kernel(const StepArgs<2 + Pol::kStates, LARGE> args) {
   // g: raw gradient in, unscaled gradient out (stored back when grad_scale is given, as torch's fused
   // optimizers do); the update sees it clipped and, for maximize, negated.
   auto update = [&](C& pc, C& gc, C (&sc)[K]) {
-    if (unscale) gc = gc * inv_scale;
+    if (unscale) gc = math::unscale(gc, grad_scale);
     C ge = gc;
     if (has_factor) ge = ge * factor;
     if (maximize) ge = -ge;
@@ -253,8 +226,7 @@ const char* launch_update_batches(const FusedStepLaunch& a, cudaStream_t stream)
       args.t.block_chunk[block] = static_cast<int32_t>(chunk);
     }
     bool launch(int, int num_blocks) {
-      fused_step_kernel<Pol, T, S, LARGE><<<num_blocks, kBlockThreads, 0, stream>>>(args);
-      error = last_launch_error();
+      error = launch_kernel(&fused_step_kernel<Pol, T, S, LARGE>, num_blocks, kBlockThreads, stream, args);
       return error == nullptr;
     }
   };
@@ -263,12 +235,10 @@ const char* launch_update_batches(const FusedStepLaunch& a, cudaStream_t stream)
   StepHeader& h = sink.args.h;
   for (int i = 0; i < HYPER_COUNT; ++i) h.hyper[i] = a.hyper[i];
   h.sched_state = a.sched_state;
-  h.program = a.program;
   h.grad_scale = a.grad_scale;
   h.found_inf = a.found_inf;
   h.grad_factor = a.grad_factor;
   h.group_index = a.group_index;
-  h.num_groups = a.num_groups;
   h.flags = a.flags;
   h.has_state1 = a.state1 != nullptr;
   plan_chunks(a.numels, a.num_tensors, kChunkSize, Args::Table::kMaxTensors, Args::Table::kMaxBlocks, sink);

@@ -1,6 +1,8 @@
 // Multi-tensor squared L2 norm, for fused gradient clipping. One block per 65536-element chunk writes
 // its partial sum to a workspace slot; one final block adds the partials in a fixed order, so the result
-// does not depend on block scheduling (no atomics).
+// does not depend on block scheduling (no atomics). Squares are accumulated in double for every dtype, as
+// the CPU kernel does: a float32 sum would overflow past 3.4e38 (an fp64 model's, or large fp32 gradients)
+// and turn the clip factor into 0, a silent zero update.
 #include "cuda/multi_tensor_apply.cuh"
 
 namespace lrfused {
@@ -11,7 +13,7 @@ namespace {
 template <bool LARGE>
 struct NormArgs {
   struct Header {
-    float* partials;  // this batch's first slot
+    double* partials;  // this batch's first slot
   };
   using Table = TensorTable<1, 0, ParamLimit<LARGE>::bytes - static_cast<int>(sizeof(Header)) - 64,
                             MaxBlocks<LARGE>::value>;
@@ -38,7 +40,7 @@ __device__ __forceinline__ A block_sum(A v) {
 
 template <typename T, bool LARGE>
 __global__ void __launch_bounds__(kBlockThreads) sq_norm_kernel(const NormArgs<LARGE> args) {
-  using A = typename ComputeOf<T>::type;
+  using A = double;
   constexpr int ILP = Ilp<T>::value;
   const int slot = args.t.block_slot[blockIdx.x];
   const int64_t start = static_cast<int64_t>(args.t.block_chunk[blockIdx.x]) * kChunkSize;
@@ -54,24 +56,24 @@ __global__ void __launch_bounds__(kBlockThreads) sq_norm_kernel(const NormArgs<L
       load_vec(v, g + i);
 #pragma unroll
       for (int e = 0; e < ILP; ++e) {
-        const A x = to_compute(v[e]);
+        const A x = static_cast<A>(to_compute(v[e]));
         acc += x * x;
       }
     }
     done = len_vec;
   }
   for (int i = done + static_cast<int>(threadIdx.x); i < len; i += blockDim.x) {
-    const A x = to_compute(g[i]);
+    const A x = static_cast<A>(to_compute(g[i]));
     acc += x * x;
   }
   acc = block_sum<A, kBlockThreads>(acc);
-  if (threadIdx.x == 0) args.h.partials[blockIdx.x] = static_cast<float>(acc);
+  if (threadIdx.x == 0) args.h.partials[blockIdx.x] = acc;
 }
 
 constexpr int kReduceThreads = 1024;
 
 __global__ void __launch_bounds__(kReduceThreads)
-reduce_partials_kernel(const float* partials, int64_t count, const float* grad_scale, float* out) {
+reduce_partials_kernel(const double* partials, int64_t count, const float* grad_scale, double* out) {
   double acc = 0.0;
   for (int64_t i = threadIdx.x; i < count; i += kReduceThreads) acc += partials[i];
   acc = block_sum<double, kReduceThreads>(acc);
@@ -80,20 +82,20 @@ reduce_partials_kernel(const float* partials, int64_t count, const float* grad_s
       const double inv = 1.0 / static_cast<double>(*grad_scale);
       acc = acc * inv * inv;
     }
-    *out = static_cast<float>(acc);
+    *out = acc;
   }
 }
 
 template <typename T, bool LARGE>
 const char* launch_sq_norm_batches(const void* const* grads, const int64_t* numels, int64_t n,
-                                   float* workspace, cudaStream_t stream) {
+                                   double* workspace, cudaStream_t stream) {
   using Args = NormArgs<LARGE>;
   static_assert(sizeof(Args) <= ParamLimit<LARGE>::bytes, "kernel arguments exceed the parameter limit");
   struct Sink {
     const void* const* grads;
     const int64_t* numels;
     cudaStream_t stream;
-    float* next_partial;
+    double* next_partial;
     Args args;
     const char* error = nullptr;
     void add_tensor(int slot, int64_t i) {
@@ -106,9 +108,8 @@ const char* launch_sq_norm_batches(const void* const* grads, const int64_t* nume
     }
     bool launch(int, int num_blocks) {
       args.h.partials = next_partial;
-      sq_norm_kernel<T, LARGE><<<num_blocks, kBlockThreads, 0, stream>>>(args);
+      error = launch_kernel(&sq_norm_kernel<T, LARGE>, num_blocks, kBlockThreads, stream, args);
       next_partial += num_blocks;
-      error = last_launch_error();
       return error == nullptr;
     }
   };
@@ -119,7 +120,7 @@ const char* launch_sq_norm_batches(const void* const* grads, const int64_t* nume
 
 template <bool LARGE>
 const char* dispatch_norm(const void* const* grads, const int64_t* numels, int64_t n, DType dtype,
-                          float* workspace, cudaStream_t stream) {
+                          double* workspace, cudaStream_t stream) {
   switch (dtype) {
     case DType::kFloat32: return launch_sq_norm_batches<float, LARGE>(grads, numels, n, workspace, stream);
     case DType::kFloat16: return launch_sq_norm_batches<__half, LARGE>(grads, numels, n, workspace, stream);
@@ -138,8 +139,8 @@ int64_t grad_sq_norm_workspace_size(const int64_t* numels, int64_t num_tensors) 
 }
 
 const char* launch_grad_sq_norm(const void* const* grads, const int64_t* numels, int64_t num_tensors,
-                                DType dtype, const float* grad_scale, float* workspace,
-                                int64_t workspace_len, float* out, cudaStream_t stream) {
+                                DType dtype, const float* grad_scale, double* workspace,
+                                int64_t workspace_len, double* out, cudaStream_t stream) {
   const int64_t chunks = count_chunks(numels, num_tensors, kChunkSize);
   if (workspace_len < chunks) return "lrfused: grad norm workspace too small";
   const char* err = nullptr;
@@ -150,8 +151,8 @@ const char* launch_grad_sq_norm(const void* const* grads, const int64_t* numels,
 #endif
     err = dispatch_norm<false>(grads, numels, num_tensors, dtype, workspace, stream);
   if (err != nullptr) return err;
-  reduce_partials_kernel<<<1, kReduceThreads, 0, stream>>>(workspace, chunks, grad_scale, out);
-  return last_launch_error();
+  return launch_kernel(&reduce_partials_kernel, 1, kReduceThreads, stream, static_cast<const double*>(workspace),
+                       chunks, grad_scale, out);
 }
 
 }  // namespace gpu

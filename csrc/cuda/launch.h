@@ -44,12 +44,15 @@ struct FusedStepLaunch {
   const float* grad_factor = nullptr;  // optional 1-element
 };
 
-// Launches the update kernel (as many batches as the argument tables need), then one small kernel that
-// increments every step counter and writes the applied lr to sched_state[SCHED_LAST_LR + group_index].
+// Launches the one-thread schedule kernel (the lr of this step goes to sched_state[SCHED_LAST_LR +
+// group_index], also when num_tensors is 0), the update kernel (as many batches as the argument tables
+// need), then a small kernel that increments every step counter. Nothing runs past a found_inf.
 const char* launch_fused_step(const FusedStepLaunch& args, cudaStream_t stream);
 
 // sched_state[SCHED_STEP] += 1 unless *found_inf != 0 (found_inf may be nullptr).
 const char* launch_advance(double* sched_state, const float* found_inf, cudaStream_t stream);
+
+// Kernels are launched with cudaLaunchKernel, whose result is that launch's own error.
 
 // ReduceLROnPlateau: one thread runs sched::plateau_step(sched_state, num_groups, *metric, config).
 // config (host memory, config_len = kPlateauConfigFixed + num_groups doubles) is passed by value.
@@ -60,11 +63,12 @@ const char* launch_plateau_report(double* sched_state, int num_groups, const dou
 
 // Squared L2 norm of many tensors (fused gradient clipping): *out = sum_i sum_j g_ij^2, divided by
 // (*grad_scale)^2 when grad_scale is given. Deterministic: one partial per chunk in `workspace`
-// (float32, at least grad_sq_norm_workspace_size(...) entries), reduced in a fixed order.
+// (float64, at least grad_sq_norm_workspace_size(...) entries), reduced in a fixed order; squares are
+// accumulated in float64 whatever the gradients' dtype.
 int64_t grad_sq_norm_workspace_size(const int64_t* numels, int64_t num_tensors);
 const char* launch_grad_sq_norm(const void* const* grads, const int64_t* numels, int64_t num_tensors,
-                                DType dtype, const float* grad_scale, float* workspace,
-                                int64_t workspace_len, float* out, cudaStream_t stream);
+                                DType dtype, const float* grad_scale, double* workspace,
+                                int64_t workspace_len, double* out, cudaStream_t stream);
 
 }  // namespace gpu
 }  // namespace lrfused

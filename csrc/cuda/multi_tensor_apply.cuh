@@ -70,8 +70,20 @@ inline bool use_large_kernel_params() {
 #endif
 }
 
-inline const char* last_launch_error() {
-  const cudaError_t err = cudaGetLastError();
+template <typename T>
+struct NonDeduced {
+  using type = T;
+};
+
+// Launches `kernel` and returns this launch's error (nullptr on success). Through cudaLaunchKernel, whose
+// return value belongs to this launch: `<<<...>>>` followed by cudaGetLastError() would also report, and
+// clear, an unrelated error that other code left pending.
+template <typename... Params>
+inline const char* launch_kernel(void (*kernel)(Params...), unsigned blocks, unsigned threads,
+                                 cudaStream_t stream, const typename NonDeduced<Params>::type&... args) {
+  void* params[] = {const_cast<void*>(static_cast<const void*>(&args))...};
+  const cudaError_t err = cudaLaunchKernel(reinterpret_cast<const void*>(kernel), dim3(blocks), dim3(threads),
+                                           params, 0, stream);
   return err == cudaSuccess ? nullptr : cudaGetErrorString(err);
 }
 
