@@ -1,31 +1,42 @@
 # lrfused developer entry points. Everything runs in an isolated virtual environment (.venv).
 #   make bench   the main job: lrfused against eager torch (benchmarks/README.md)
 #   make test    the test suite
+#   make cuda-check  the CUDA flavour built against a CUDA build of torch, loaded, and the suite run on it
+#                    (no GPU needed; what CI runs besides `make test`)
+#   make gpu-check   on a machine with a GPU: build for it, CUDA tests, compute-sanitizer, GPU benchmark
 # TORCH=... picks the torch to install (default torch==2.13.0, the CPU build on our machines);
 # SYSTEM_TORCH=1 reuses the torch already installed in the Python that runs make instead.
+# CUDA_TORCH=... picks the CUDA build of torch for cuda-check (default torch==2.14.1, CUDA 13.0).
 PYTHON ?= python3
 TORCH ?= torch==2.13.0
+CUDA_TORCH ?= torch==2.14.1
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.lrfused-deps
 BUILD_STAMP := $(VENV)/.lrfused-build
+CUDA_VENV := .venv-cuda
+CUDA_STAMP := $(CUDA_VENV)/.lrfused-deps
 SOURCES := $(shell find csrc -name '*.h' -o -name '*.cuh' -o -name '*.cpp' -o -name '*.cu') setup.py
 NVCC ?= nvcc
-NVCC_ARCHS := -gencode=arch=compute_80,code=sm_80 -gencode=arch=compute_90,code=sm_90
 
-.PHONY: all venv install test test-all bench bench-quick gallery nvcc-check clean
+.PHONY: all venv install test test-all bench bench-quick gallery nvcc-check cuda-check gpu-check clean
 
 all: install
 
-$(STAMP):
+$(STAMP): requirements-dev.txt
 ifeq ($(SYSTEM_TORCH),1)
 	$(PYTHON) -m venv --system-site-packages $(VENV)
-	$(PY) -m pip install -q numpy pybind11 ninja pytest hypothesis matplotlib setuptools wheel transformers accelerate lightning
+	$(PY) -m pip install -q -r requirements-dev.txt
 else
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q "$(TORCH)" numpy pybind11 ninja pytest hypothesis matplotlib setuptools wheel transformers accelerate lightning
+	$(PY) -m pip install -q "$(TORCH)" -r requirements-dev.txt
 endif
 	touch $(STAMP)
+
+$(CUDA_STAMP): requirements-dev.txt
+	$(PYTHON) -m venv $(CUDA_VENV)
+	$(CUDA_VENV)/bin/python -m pip install -q "$(CUDA_TORCH)" -r requirements-dev.txt
+	touch $(CUDA_STAMP)
 
 venv: $(STAMP)
 
@@ -51,12 +62,24 @@ bench-quick: install
 gallery: install
 	$(PY) -m lrfused.gallery benchmarks/results/schedule_gallery.png
 
-# Compile-check the CUDA kernels with plain nvcc (no CUDA build of torch needed): DESIGN.md principle 2.
+# Compile-check the CUDA kernels with plain nvcc and no torch headers (the kernels are torch-free), for
+# the architectures tools/cuda_build.py names.
 nvcc-check:
-	@set -e; for f in $$(find csrc/cuda -name '*.cu'); do \
+	@set -e; archs="$$($(PYTHON) tools/cuda_build.py gencode)"; for f in $$(find csrc/cuda -name '*.cu'); do \
 	  echo "nvcc $$f"; \
-	  $(NVCC) -std=c++17 -O3 -Icsrc $(NVCC_ARCHS) -c $$f -o /dev/null; \
+	  $(NVCC) -std=c++17 -O3 -fmad=false -Icsrc $$archs -c $$f -o /dev/null; \
 	done
+
+# Build the CUDA flavour (LRFUSED_CUDA=1) against a CUDA build of torch in $(CUDA_VENV), in a copy of the
+# tree under build/cuda-check (the CPU build in the tree stays as it is), check through the dispatcher that
+# every op has a CUDA kernel, and run the test suite on that build (its CUDA tests skip without a GPU).
+cuda-check: $(CUDA_STAMP)
+	bash tools/cuda_check.sh $(CUDA_VENV)/bin/python
+
+# On a machine with a GPU, CUDA torch, nvcc and pytest (no network): everything the GPU can prove, in one
+# command of at most ~9 minutes; logs and summary.json go to $$OUT (default build/gpu-check).
+gpu-check:
+	bash tools/gpu_check.sh
 
 clean:
 	rm -rf build lrfused/*.so $(BUILD_STAMP)

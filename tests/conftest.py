@@ -1,4 +1,6 @@
+import faulthandler
 import os
+import sys
 
 import pytest
 import torch
@@ -31,3 +33,21 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture(autouse=True)
 def _deterministic_seed():
     torch.manual_seed(0)
+
+
+# LRFUSED_TEST_TIMEOUT=N (make gpu-check sets it): a test still running after N seconds (a hung kernel, a
+# deadlock) dumps every thread's stack and ends the process, so that the run reports where it hung
+# instead of eating the whole time budget.
+_TEST_TIMEOUT = float(os.environ.get("LRFUSED_TEST_TIMEOUT", "0") or 0)
+
+
+@pytest.fixture(autouse=True)
+def _per_test_timeout():
+    if _TEST_TIMEOUT <= 0:
+        yield
+        return
+    faulthandler.dump_traceback_later(_TEST_TIMEOUT, exit=True, file=sys.stderr)
+    try:
+        yield
+    finally:
+        faulthandler.cancel_dump_traceback_later()

@@ -437,8 +437,6 @@ def test_ops_opcheck_on_cuda():
     assert any("advance_" in name for name in checked)
 
 
-@pytest.mark.xfail(reason="fused_step_ writes the unscaled gradient back (torch's fused-optimizer semantics) but "
-                          "its schema declares `Tensor[] grads` immutable; needs `Tensor(g!)[] grads`")
 def test_opcheck_with_grad_scale():
     from torch.utils._python_dispatch import TorchDispatchMode
 

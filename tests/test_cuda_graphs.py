@@ -21,6 +21,15 @@ WARMUP = 3  # eager steps on a side stream before capture (they create the optim
 REPLAYS = 20
 BATCH = 32
 TOL = dict(rtol=2e-6, atol=1e-7)  # fp32, as in test_cuda.py
+# The device evaluates the schedule with the host's code and rounding (no FMA contraction on either side),
+# so arithmetic agrees bit for bit; what remains is the device's libm: CUDA's double cos and pow are
+# within 2 ulps of the exact value (CUDA C Programming Guide, mathematical functions), glibc's within 1.
+# A scheduled lr is therefore within a few ulps of lr_at; 8 ulps of relative error bounds it.
+LR_RTOL = 8 * 2.0 ** -52
+
+
+def _assert_lrs_match(device_lrs, host_lrs):
+    assert device_lrs == pytest.approx(host_lrs, rel=LR_RTOL, abs=0)
 
 
 def _cases():
@@ -88,7 +97,7 @@ def test_whole_training_step_graph_replays_the_schedule(case):
         losses.append(static_loss.detach().clone())
         lrs.append(opt.get_last_lr()[0])
     torch.cuda.synchronize()
-    assert lrs == [schedule.lr_at(k, base_lr) for k in range(WARMUP, WARMUP + REPLAYS)]
+    _assert_lrs_match(lrs, [schedule.lr_at(k, base_lr) for k in range(WARMUP, WARMUP + REPLAYS)])
     assert opt.scheduler.last_epoch == WARMUP + REPLAYS
 
     eager_opt = make_opt(eager_model.parameters())
@@ -139,4 +148,4 @@ def test_graph_replay_skips_with_found_inf():
         assert changed == (i not in (2, 3))
         applied.append(opt.get_last_lr()[0])
     assert opt.scheduler.last_epoch == 5
-    assert applied == [schedule.lr_at(k, base_lr) for k in (1, 1, 1, 2, 3, 4)]
+    _assert_lrs_match(applied, [schedule.lr_at(k, base_lr) for k in (1, 1, 1, 2, 3, 4)])

@@ -60,6 +60,7 @@ struct Scratch {
   std::vector<int32_t> scalar_index;
   std::vector<double> distinct_t;
   std::vector<uint8_t> first_step;
+  std::vector<double> partials;
 };
 Scratch& scratch() {
   static thread_local Scratch s;
@@ -211,19 +212,36 @@ void run_group_impl(const TensorRef* tensors, int64_t num_tensors, const StepCon
 
 using SumSquaresFn = double (*)(const void*, int64_t, int64_t, double);
 
+// Partial sums over fixed blocks of each tensor (kSumBlock elements from the tensor's start), added in
+// block order: blocks do not depend on how the threads split the work, so neither do the bits.
+constexpr int64_t kSumBlock = 1 << 14;
+
 template <typename T>
 double sum_squares_over(const TensorRef* tensors, int64_t num_tensors, double inv_scale, SumSquaresFn segment_fn) {
   Scratch& sc = scratch();
-  sc.offsets.resize(num_tensors + 1);
-  sc.offsets[0] = 0;
-  for (int64_t i = 0; i < num_tensors; ++i) sc.offsets[i + 1] = sc.offsets[i] + tensors[i].numel;
-  // One partial sum per thread, added in thread order: deterministic for a given thread count.
-  double partial[256] = {0.0};
-  parallel_over_elements(sc.offsets, num_tensors, [&](int64_t t, int64_t b, int64_t e) {
-    partial[omp_get_thread_num() & 255] += segment_fn(tensors[t].grad, b, e, inv_scale);
-  });
+  std::vector<int64_t>& first_block = sc.offsets;  // first block of each tensor
+  first_block.resize(num_tensors + 1);
+  first_block[0] = 0;
+  int64_t elements = 0;
+  for (int64_t i = 0; i < num_tensors; ++i) {
+    first_block[i + 1] = first_block[i] + (tensors[i].numel + kSumBlock - 1) / kSumBlock;
+    elements += tensors[i].numel;
+  }
+  const int64_t blocks = first_block[num_tensors];
+  sc.partials.assign(blocks, 0.0);
+  double* partials = sc.partials.data();
+  const int threads = static_cast<int>(
+      std::max<int64_t>(1, std::min<int64_t>(omp_get_max_threads(), elements / kMinElementsPerThread)));
+#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
+  for (int64_t b = 0; b < blocks; ++b) {
+    const int64_t t =
+        std::upper_bound(first_block.begin(), first_block.begin() + num_tensors + 1, b) - first_block.begin() - 1;
+    const int64_t begin = (b - first_block[t]) * kSumBlock;
+    const int64_t end = std::min(begin + kSumBlock, tensors[t].numel);
+    partials[b] = segment_fn(tensors[t].grad, begin, end, inv_scale);
+  }
   double total = 0.0;
-  for (double p : partial) total += p;
+  for (int64_t b = 0; b < blocks; ++b) total += partials[b];
   return total;
 }
 

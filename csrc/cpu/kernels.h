@@ -38,7 +38,8 @@ void fused_step(const TensorRef* tensors, int64_t num_tensors, DType param_dtype
                 const StepConfig& config);
 
 // Sum of squares of every gradient in `tensors` (their grad pointers), each element multiplied by
-// inv_scale first, accumulated in double in a fixed order for a given thread count. For fused clipping.
+// inv_scale first, accumulated in double over fixed blocks in a fixed order (the same bits for any
+// thread count). For fused clipping.
 double grad_sum_of_squares(const TensorRef* tensors, int64_t num_tensors, DType grad_dtype, double inv_scale);
 
 // Name of the instruction set the kernels dispatch to on this CPU ("avx512", "avx2" or "baseline").
