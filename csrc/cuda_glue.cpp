@@ -178,6 +178,7 @@ void fused_step_cuda(at::TensorList params, at::TensorList grads, at::TensorList
                 " but params[", i, "] is ", params[i].scalar_type());
     TORCH_CHECK(grad.sizes() == param.sizes(), "lrfused: grads[", i, "] has shape ", grads[i].sizes(),
                 " but params[", i, "] has shape ", params[i].sizes());
+    check_grad(param, grad, unscale);  // e.g. an expanded gradient cannot take the unscaled write-back
     TORCH_CHECK(steps[i].scalar_type() == at::kFloat && steps[i].numel() == 1, "lrfused: steps[", i,
                 "] must be a 1-element float32 tensor, got ", steps[i].scalar_type(), " with shape ",
                 steps[i].sizes());

@@ -1,5 +1,6 @@
 #include "optim_cpu.h"
 
+#include <ATen/MemoryOverlap.h>
 #include <torch/library.h>
 
 #include <algorithm>
@@ -124,18 +125,42 @@ at::Tensor working_copy(const at::Tensor& t, const at::Tensor& layout, Staging& 
 
 cpu::TensorRef make_tensor_ref(const at::Tensor& param, const at::Tensor& grad, const at::Tensor* s1,
                                const at::Tensor* s2, const at::Tensor* s3, const at::Tensor& step,
-                               Staging& staging) {
+                               Staging& staging, bool write_grad) {
   const at::Tensor p = real_view(param);
   const at::Tensor pw = working_copy(p, p.is_non_overlapping_and_dense() ? p : p.contiguous(), staging);
   cpu::TensorRef r;
   r.param = pw.data_ptr();
-  r.grad = working_copy(real_view(grad), pw, staging).data_ptr();
+  if (write_grad) {
+    r.grad = working_copy(real_view(grad), pw, staging).data_ptr();
+  } else {
+    const at::Tensor g = real_view(grad);
+    if (flat_compatible(g, pw)) {
+      r.grad = g.data_ptr();
+    } else {  // read only: a copy in the param's layout, kept alive by the staging list but not written back
+      at::Tensor w = at::empty_like(pw, at::MemoryFormat::Preserve).copy_(g);
+      staging.read_only.push_back(w);
+      r.grad = w.data_ptr();
+    }
+  }
   r.s1 = s1 ? working_copy(real_view(*s1), pw, staging).data_ptr() : nullptr;
   r.s2 = s2 ? working_copy(real_view(*s2), pw, staging).data_ptr() : nullptr;
   r.s3 = s3 ? working_copy(real_view(*s3), pw, staging).data_ptr() : nullptr;
   r.step = step.data_ptr<float>();
   r.numel = p.numel();
   return r;
+}
+
+void check_grad(const at::Tensor& p, const at::Tensor& g, bool write_grad) {
+  TORCH_CHECK(!g.is_sparse(), "lrfused: a parameter of shape ", p.sizes(),
+              " has a sparse gradient; lrfused does not support sparse gradients");
+  TORCH_CHECK(g.scalar_type() == p.scalar_type() && g.sizes() == p.sizes() && g.device() == p.device(),
+              "lrfused: a gradient (", g.scalar_type(), ", ", g.sizes(), ", ", g.device(),
+              ") does not match its parameter (", p.scalar_type(), ", ", p.sizes(), ", ", p.device(), ")");
+  TORCH_CHECK(!write_grad || g.is_non_overlapping_and_dense() || at::has_internal_overlap(g) != at::MemOverlap::Yes,
+              "lrfused: a gradient of shape ", g.sizes(), " with strides ", g.strides(),
+              " stores several elements in one memory location (an expanded tensor?), so the unscaled gradient "
+              "cannot be written back to it (GradScaler); give the parameter a gradient of its own, e.g. "
+              "p.grad = g.expand_as(p).clone()");
 }
 
 void cpu_advance(const at::Tensor& sched_state, const std::optional<at::Tensor>& found_inf) {
@@ -182,6 +207,7 @@ void fused_step_cpu(at::TensorList params, at::TensorList grads, at::TensorList 
     TORCH_CHECK(g.scalar_type() == param_type && g.sizes() == p.sizes() && g.device() == p.device(),
                 "lrfused: grads[", i, "] (", g.scalar_type(), ", ", g.sizes(), ", ", g.device(),
                 ") does not match its param (", p.scalar_type(), ", ", p.sizes(), ", ", p.device(), ")");
+    check_grad(p, g, grad_scale.has_value());
     TORCH_CHECK(steps[i].scalar_type() == at::kFloat && steps[i].numel() == 1 && steps[i].device().is_cpu(),
                 "lrfused: steps[", i, "] must be a one-element float32 CPU tensor");
     auto state_at = [&](at::TensorList list, const char* name) -> const at::Tensor* {
@@ -192,7 +218,7 @@ void fused_step_cpu(at::TensorList params, at::TensorList grads, at::TensorList 
       return &list[i];
     };
     refs[i] = make_tensor_ref(params[i], grads[i], state_at(state1, "state1"), state_at(state2, "state2"),
-                              state_at(state3, "state3"), steps[i], staging);
+                              state_at(state3, "state3"), steps[i], staging, grad_scale.has_value());
   }
   cpu_group_step(step, refs.data(), static_cast<int64_t>(n), to_kernel_dtype(param_type, "params"),
                  to_kernel_dtype(state_type, "state"));
@@ -215,7 +241,7 @@ at::Tensor grad_sq_norm_cpu(at::TensorList grads, const std::optional<at::Tensor
     r.grad = flat.data_ptr();
     r.numel = flat.numel();
     refs.push_back(r);
-    if (!flat.is_same(g)) staging.copies.emplace_back(flat, flat);  // keeps the copy alive
+    if (!flat.is_same(g)) staging.read_only.push_back(flat);  // keeps the copy alive
   }
   if (!refs.empty()) {
     total = cpu::grad_sum_of_squares(refs.data(), static_cast<int64_t>(refs.size()),

@@ -45,15 +45,23 @@ void cpu_group_step(const GroupStep& step, const cpu::TensorRef* refs, int64_t n
 // layout) does not allow it: a strided slice, say. Written back after the kernel; rare by construction.
 struct Staging {
   std::vector<std::pair<at::Tensor, at::Tensor>> copies;  // (original, contiguous working copy)
+  std::vector<at::Tensor> read_only;                       // copies the kernel only reads
   void write_back() {
     for (auto& c : copies) c.first.copy_(c.second);
   }
 };
 
-// The kernel's view of one parameter (complex tensors as real views). s1..s3 may be null.
+// The kernel's view of one parameter (complex tensors as real views). s1..s3 may be null. A staged
+// gradient is copied back only when the kernel writes it (write_grad: GradScaler's unscaled gradient);
+// otherwise it is only read, so an expanded or otherwise overlapping gradient works as it does in torch.
 cpu::TensorRef make_tensor_ref(const at::Tensor& param, const at::Tensor& grad, const at::Tensor* s1,
                                const at::Tensor* s2, const at::Tensor* s3, const at::Tensor& step,
-                               Staging& staging);
+                               Staging& staging, bool write_grad);
+
+// Raises, naming the parameter, unless `grad` can be the gradient of `param` in a fused step: dense, same
+// dtype, shape and device, and (when the step writes gradients back: write_grad) no element stored twice.
+// Called for every gradient before anything is written.
+void check_grad(const at::Tensor& param, const at::Tensor& grad, bool write_grad);
 
 at::Tensor real_view(const at::Tensor& t);
 

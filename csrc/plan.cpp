@@ -11,10 +11,28 @@
 
 #include "lrf_common.h"
 #include "op_signatures.h"
+#include "update_math.h"
 #include "optim_cpu.h"
 
 namespace lrfused {
 namespace {
+
+struct ParamShape {
+  const void* data = nullptr;
+  c10::SmallVector<int64_t, 6> sizes;
+  c10::SmallVector<int64_t, 6> strides;
+  at::ScalarType dtype = at::kFloat;
+  c10::Device device = c10::Device(c10::kCPU);
+
+  explicit ParamShape(const at::Tensor& p)
+      : data(p.data_ptr()), sizes(p.sizes().begin(), p.sizes().end()),
+        strides(p.strides().begin(), p.strides().end()), dtype(p.scalar_type()), device(p.device()) {}
+  // The comparisons a step can afford: every field is in the TensorImpl the step reads anyway.
+  bool same(const at::Tensor& p) const {
+    return p.data_ptr() == data && p.scalar_type() == dtype && p.sizes() == c10::IntArrayRef(sizes) &&
+           p.strides() == c10::IntArrayRef(strides) && p.device() == device;
+  }
+};
 
 struct Bucket {
   GroupStep step;  // found_inf/grad_scale/grad_factor filled per call
@@ -28,6 +46,10 @@ struct Bucket {
   // 10 000 small tensors from being a chain of cache misses.
   std::vector<cpu::TensorRef> cached;
   std::vector<uint8_t> staged;  // param or state not walkable flat: built per step with copies
+  // What each parameter was when the plan was built. A parameter that changed since (a .data swap, a
+  // dtype/device/memory-format move) makes step() return without touching anything, so that the plan
+  // is rebuilt (and checked against the optimizer state) before any kernel sees stale sizes or layouts.
+  std::vector<ParamShape> built;
   // Per-step scratch, reused.
   std::vector<at::Tensor> grads;          // non-CPU buckets
   std::vector<cpu::TensorRef> refs;       // CPU buckets: this step's views
@@ -60,6 +82,8 @@ class Plan {
       to_kernel_dtype(b.state_type, "state");
     }
     b.params = std::move(params);
+    b.built.reserve(b.params.size());
+    for (const at::Tensor& p : b.params) b.built.emplace_back(p);
     b.state1 = std::move(state1);
     b.state2 = std::move(state2);
     b.state3 = std::move(state3);
@@ -78,33 +102,44 @@ class Plan {
     }
   }
 
-  // Returns false, having changed nothing, when a parameter without optimizer state now has a
-  // gradient (the caller creates its state and rebuilds the plan). Raises, having changed nothing, on an
-  // invalid gradient.
+  // Returns false, having changed nothing, when the plan is out of date: a parameter without optimizer
+  // state now has a gradient, or a parameter changed since the plan was built (the caller rebuilds it,
+  // creating or checking state). Raises, having changed nothing, on an invalid gradient.
+  // hypers: each group's [lr, momentum|beta1, dampening|beta2, eps, weight_decay] for this step, so that
+  // a scheduler or a user editing them between steps costs nothing.
   // max_grad_norm > 0 clips: the global L2 norm of the gradients goes to clip_buffer[0] and the factor
   // min(1, max_grad_norm / (norm + 1e-6)) (torch.nn.utils.clip_grad_norm_) to clip_buffer[1], which
   // the update kernels multiply every gradient by.
   bool step(const std::optional<at::Tensor>& grad_scale, const std::optional<at::Tensor>& found_inf,
             double max_grad_norm, const std::optional<at::Tensor>& clip_buffer,
-            const std::vector<at::Tensor>& stateless_params) {
+            const std::vector<at::Tensor>& stateless_params, const std::vector<std::vector<double>>& hypers) {
     for (const at::Tensor& p : stateless_params) {
       if (p.grad().defined()) return false;
     }
+    const bool write_grads = grad_scale.has_value();
     // Gather and check every gradient before any bucket runs.
     for (Bucket& b : buckets_) {
       b.grads.clear();
       b.refs.clear();
       b.staged_now.clear();
       if (b.on_cpu) {
-        gather_cpu(b);
+        if (!gather_cpu(b, write_grads)) return false;
         continue;
       }
-      for (const at::Tensor& p : b.params) {
+      for (size_t i = 0; i < b.params.size(); ++i) {
+        const at::Tensor& p = b.params[i];
+        if (!b.built[i].same(p)) return false;
         const at::Tensor& g = p.grad();
         if (!g.defined()) continue;
-        check_grad(p, g);
+        check_grad(p, g, write_grads);
         b.grads.push_back(g);
       }
+    }
+    for (Bucket& b : buckets_) {
+      TORCH_CHECK(b.step.group_index < static_cast<int64_t>(hypers.size()) &&
+                      hypers[b.step.group_index].size() == HYPER_COUNT,
+                  "lrfused: Plan.step needs ", HYPER_COUNT, " hyperparameters for every group");
+      b.step.hyper = hypers[b.step.group_index];
     }
     std::optional<at::Tensor> grad_factor;
     if (max_grad_norm > 0.0) {
@@ -178,13 +213,14 @@ class Plan {
     buffer.narrow(0, 1, 1).copy_((max_norm / (norm + 1e-6)).clamp_max(1.0).reshape({1}));
   }
 
-  enum GatherStatus : uint8_t { NO_GRAD = 0, FLAT = 1, STAGED = 2, INVALID = 3 };
+  enum GatherStatus : uint8_t { NO_GRAD = 0, FLAT = 1, STAGED = 2, INVALID = 3, CHANGED = 4 };
 
   // Classifies one parameter's gradient for the CPU kernel; fills ref when it can be walked flat.
   static GatherStatus classify(const Bucket& b, size_t i, cpu::TensorRef& ref) {
     // The TensorImpls are scattered over the heap: fetch a few parameters ahead.
     if (i + 8 < b.params.size()) __builtin_prefetch(b.params[i + 8].unsafeGetTensorImpl(), 0, 3);
     const at::Tensor& p = b.params[i];
+    if (!b.built[i].same(p)) return CHANGED;
     const at::Tensor& g = p.grad();
     if (!g.defined()) return NO_GRAD;
     if (g.is_sparse() || g.scalar_type() != p.scalar_type() || g.device() != p.device() || g.sizes() != p.sizes()) {
@@ -203,7 +239,8 @@ class Plan {
   // threads split it. Errors are found first and raised afterwards, outside the parallel region.
   static constexpr size_t kParallelGatherMin = 2048;
 
-  static void gather_cpu(Bucket& b) {
+  // False when a parameter changed since the plan was built (nothing gathered is used then).
+  static bool gather_cpu(Bucket& b, bool write_grads) {
     const size_t n = b.params.size();
     b.gathered.resize(n);
     b.status.resize(n);
@@ -213,22 +250,21 @@ class Plan {
     } else {
       for (size_t i = 0; i < n; ++i) b.status[i] = classify(b, i, b.gathered[i]);
     }
+    for (size_t i = 0; i < n; ++i)
+      if (b.status[i] == CHANGED) return false;
     for (size_t i = 0; i < n; ++i) {
       switch (b.status[i]) {
         case NO_GRAD: break;
         case FLAT: b.refs.push_back(b.gathered[i]); break;
-        case STAGED: b.staged_now.push_back(static_cast<int64_t>(i)); break;
-        case INVALID: check_grad(b.params[i], b.params[i].grad()); break;  // raises with the details
+        case STAGED:
+          check_grad(b.params[i], b.params[i].grad(), write_grads);  // an overlapping grad cannot take the write-back
+          b.staged_now.push_back(static_cast<int64_t>(i));
+          break;
+        case INVALID: check_grad(b.params[i], b.params[i].grad(), write_grads); break;  // raises with the details
+        default: break;
       }
     }
-  }
-
-  static void check_grad(const at::Tensor& p, const at::Tensor& g) {
-    TORCH_CHECK(!g.is_sparse(), "lrfused: a parameter of shape ", p.sizes(),
-                " has a sparse gradient; lrfused does not support sparse gradients");
-    TORCH_CHECK(g.scalar_type() == p.scalar_type() && g.sizes() == p.sizes() && g.device() == p.device(),
-                "lrfused: a gradient (", g.scalar_type(), ", ", g.sizes(), ", ", g.device(),
-                ") does not match its parameter (", p.scalar_type(), ", ", p.sizes(), ", ", p.device(), ")");
+    return true;
   }
 
   static void cache_views(Bucket& b) {
@@ -258,7 +294,8 @@ class Plan {
     for (int64_t i : b.staged_now) {
       b.refs.push_back(make_tensor_ref(b.params[i], b.params[i].grad(), b.state1.empty() ? nullptr : &b.state1[i],
                                        b.state2.empty() ? nullptr : &b.state2[i],
-                                       b.state3.empty() ? nullptr : &b.state3[i], b.steps[i], staging));
+                                       b.state3.empty() ? nullptr : &b.state3[i], b.steps[i], staging,
+                                       b.step.grad_scale.has_value()));
     }
     cpu_group_step(b.step, b.refs.data(), static_cast<int64_t>(b.refs.size()), to_kernel_dtype(b.param_type, "params"),
                    to_kernel_dtype(b.state_type, "state"));
@@ -301,6 +338,8 @@ void bind_plan(pybind11::module& module) {
     return false;
 #endif
   });
+  module.def("check_grad", [](const at::Tensor& p, const at::Tensor& g) { check_grad(p, g, false); },
+             "Raises unless g can be p's gradient in a fused step (what step() checks first).");
   module.def("check_program", &check_program,
              "Raises unless the tensor is a valid packed schedule program (sched::validate_program).");
   module.def("cpu_simd_level", []() { return std::string(cpu::simd_level()); });
@@ -309,7 +348,8 @@ void bind_plan(pybind11::module& module) {
       .def("add_bucket", &Plan::add_bucket)
       .def("add_sched_state", &Plan::add_sched_state)
       .def("step", &Plan::step, pybind11::arg("grad_scale"), pybind11::arg("found_inf"),
-           pybind11::arg("max_grad_norm"), pybind11::arg("clip_buffer"), pybind11::arg("stateless_params"))
+           pybind11::arg("max_grad_norm"), pybind11::arg("clip_buffer"), pybind11::arg("stateless_params"),
+           pybind11::arg("hypers"))
       .def_property_readonly("num_buckets", &Plan::num_buckets);
 }
 

@@ -52,6 +52,51 @@ def _local(t):
     return t._local_tensor if _is_dtensor(t) else t
 
 
+def _byte_span(t: torch.Tensor):
+    """(storage key, first byte, one past the last byte) of the memory t's elements occupy, or None."""
+    t = _local(t)
+    if t.numel() == 0 or t.device.type == "meta":
+        return None
+    base = t.untyped_storage().data_ptr()
+    if base == 0:
+        return None
+    extent = 1 + sum((size - 1) * abs(stride) for size, stride in zip(t.shape, t.stride()))
+    first = t.storage_offset() * t.element_size()
+    return (t.device, base), first, first + extent * t.element_size()
+
+
+def _check_no_shared_memory(params) -> None:
+    """Refuses parameters whose memory overlaps: the fused step updates parameters in parallel (and a
+    staged copy of one would be written back over the other's update), where torch's for-loop updates them
+    one after the other. Parameters that are disjoint views of one buffer are fine."""
+    spans: dict = {}
+    for i, p in enumerate(params):
+        span = _byte_span(p)
+        if span is not None:
+            spans.setdefault(span[0], []).append((span[1], span[2], i))
+    for same_storage in spans.values():
+        if len(same_storage) < 2:
+            continue
+        same_storage.sort()
+        reach, owner = same_storage[0][1], same_storage[0][2]
+        for first, end, i in same_storage[1:]:
+            if first < reach:
+                a, b = params[owner], params[i]
+                raise ValueError(
+                    f"lrfused: two parameters share memory (shapes {tuple(a.shape)} and {tuple(b.shape)}, one "
+                    f"a view of the other or both views of one buffer with overlapping elements); a fused step "
+                    f"updates parameters in parallel, so it cannot reproduce torch's one-after-the-other "
+                    f"updates of shared elements. Optimize the base tensor only, or give each its own memory.")
+            if end > reach:
+                reach, owner = end, i
+
+
+def _use_op_path() -> bool:
+    """True while torch.compile traces step(): the step then goes through the registered ops, with every
+    tensor an explicit argument (tests force it to run that path eagerly)."""
+    return torch.compiler.is_compiling()
+
+
 class _FusedOptimizer(torch.optim.Optimizer):
     """The machinery shared by lrfused's optimizers. Subclasses define _KIND, _validate_group,
     _state_keys, _flags and _hyper."""
@@ -99,7 +144,13 @@ class _FusedOptimizer(torch.optim.Optimizer):
         candidate.update(param_group)
         self._validate_group(candidate)
         params = param_group["params"]
-        params = [params] if isinstance(params, torch.Tensor) else list(params)
+        if isinstance(params, set):
+            raise TypeError("optimizer parameters need to be organized in ordered collections, but the ordering "
+                            "of tensors in sets will change between runs. Please use a list instead.")
+        # Listed once, here: a generator (model.parameters()) would be exhausted by the checks below.
+        entries = [params] if isinstance(params, torch.Tensor) else list(params)
+        param_group = dict(param_group, params=entries)
+        params = [e[1] if isinstance(e, tuple) and len(e) == 2 else e for e in entries]  # named parameters
         devices = set()
         for p in params:
             if not isinstance(p, torch.Tensor):
@@ -116,6 +167,8 @@ class _FusedOptimizer(torch.optim.Optimizer):
             devices.add(p.device)
         if len(devices) > 1:
             raise ValueError(f"lrfused: all parameters of a param group must be on one device, got {sorted(map(str, devices))}")
+        existing = [q for group in getattr(self, "param_groups", []) for q in group["params"]]
+        _check_no_shared_memory(existing + params)
         super().add_param_group(param_group)
         # Known once per parameter set, not scanned per step.
         self._has_dtensor = getattr(self, "_has_dtensor", False) or any(_is_dtensor(p) for p in params)
@@ -146,8 +199,13 @@ class _FusedOptimizer(torch.optim.Optimizer):
 
     # ---- the launch plan -----------------------------------------------------------------------
     def _signature(self):
-        return tuple((g["lr"],) + self._hyper(g)[1:] + (self._flags(g), id(g["schedule"]), len(g["params"]))
+        """What the launch plan is built from. Hyperparameters are not part of it: they are handed to the
+        plan at every step, so a torch scheduler or a user writing group["lr"] costs no rebuild."""
+        return tuple((self._flags(g), self._state_keys(g), id(g["schedule"]), len(g["params"]))
                      for g in self.param_groups)
+
+    def _hypers(self) -> list:
+        return [list(self._hyper(g)) for g in self.param_groups]
 
     def _sched_state(self, device: torch.device) -> torch.Tensor:
         num_groups = len(self.param_groups)
@@ -205,7 +263,40 @@ class _FusedOptimizer(torch.optim.Optimizer):
             self._programs[key] = cached
         return cached[1]
 
+    def _check_params_against_state(self) -> None:
+        """Before any state is created or any kernel runs: every new gradient is one the kernels take, every
+        parameter still matches the state created for it, and no two parameters share memory. A parameter
+        moved to another dtype or device, or given another shape, after its state was created is refused
+        here, as torch.optim refuses it (its update mixes the two); a new memory format is followed."""
+        params = [p for group in self.param_groups for p in group["params"]]
+        _check_no_shared_memory(params)
+        for g, group in enumerate(self.param_groups):
+            keys = self._state_keys(group)
+            for i, p in enumerate(group["params"]):
+                local = _local(p)
+                state = self.state.get(p, {})
+                if "step" not in state:
+                    if p.grad is not None:
+                        _C.check_grad(local, _local(p.grad))
+                    continue
+                if p.grad is not None:
+                    _C.check_grad(local, _local(p.grad))
+                dtype = self._state_dtype_for(p)
+                for key in keys:
+                    s = state.get(key)
+                    if s is None:
+                        continue
+                    s = _local(s)
+                    if s.shape != local.shape or s.device != local.device or s.dtype != dtype:
+                        raise RuntimeError(
+                            f"lrfused: parameter {i} of param group {g} is now {local.dtype}, shape "
+                            f"{tuple(local.shape)}, on {local.device}, but its optimizer state '{key}' was created "
+                            f"for {s.dtype}, shape {tuple(s.shape)}, on {s.device} (a model.half() / .to() or a "
+                            f".data swap after the first step?). torch.optim refuses this too: move or cast the "
+                            f"model before creating the optimizer, or create a new one.")
+
     def _build_plan(self) -> None:
+        self._check_params_against_state()
         for group in self.param_groups:
             for p in group["params"]:
                 if p.grad is not None:
@@ -243,7 +334,7 @@ class _FusedOptimizer(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        if torch.compiler.is_compiling():
+        if _use_op_path():
             self._op_step(getattr(self, "grad_scale", None) if grad_scale is None else grad_scale,
                           getattr(self, "found_inf", None) if found_inf is None else found_inf)
             return loss
@@ -264,10 +355,12 @@ class _FusedOptimizer(torch.optim.Optimizer):
             self._build_plan()
         clip = self._max_grad_norm or 0.0
         buffer = self._clip_buffer_for_step()
-        if not self._plan.step(grad_scale, found_inf, clip, buffer, self._stateless):
-            self._check_not_capturing("a parameter got its first gradient")
-            self._build_plan()  # a parameter got its first gradient: give it state
-            self._plan.step(grad_scale, found_inf, clip, buffer, self._stateless)
+        hypers = self._hypers()
+        if not self._plan.step(grad_scale, found_inf, clip, buffer, self._stateless, hypers):
+            # A parameter got its first gradient (give it state) or changed since the plan was built.
+            self._check_not_capturing("a parameter got its first gradient or changed")
+            self._build_plan()
+            self._plan.step(grad_scale, found_inf, clip, buffer, self._stateless, hypers)
         self._host_steps += 1
         return loss
 
@@ -318,6 +411,8 @@ class _FusedOptimizer(torch.optim.Optimizer):
         path of DTensor (FSDP2) parameters, whose local shards are updated."""
         for device in {p.device for group in self.param_groups for p in group["params"]}:
             self._sched_state(device)
+        if not torch.compiler.is_compiling():  # traced: the ops check what they are given
+            self._check_params_against_state()
         for group in self.param_groups:
             for p in group["params"]:
                 if p.grad is not None and "step" not in self.state.get(p, {}):

@@ -115,7 +115,7 @@ def test_get_last_lr_of_a_group_without_gradients(compiled, monkeypatch):
     schedule = S.ExponentialLR(0.5)
     opt = lrfused.AdamW([{"params": [a]}, {"params": [b], "lr": 0.2}], lr=0.1, schedule=schedule)
     if compiled:  # the op path: what torch.compile traces
-        monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+        monkeypatch.setattr(lrfused.optim, "_use_op_path", lambda: True)
     a.grad, b.grad = torch.ones(4), torch.ones(3)
     opt.step()
     b.grad = None  # group 1 keeps its state but has no gradient from now on
@@ -162,7 +162,7 @@ def test_clipping_fp64_gradients_past_float32_range(compiled, monkeypatch):
     lopt = lrfused.SGD([pa], lr=0.1, max_grad_norm=1.0)
     topt = torch.optim.SGD([pb], lr=0.1)
     if compiled:
-        monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+        monkeypatch.setattr(lrfused.optim, "_use_op_path", lambda: True)
     pa.grad, pb.grad = grad.clone(), grad.clone()
     lopt.step()
     norm = torch.nn.utils.clip_grad_norm_([pb], 1.0)

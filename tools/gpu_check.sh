@@ -51,7 +51,7 @@ run_phase() {
 
 {
   echo "date: $(date -u +%FT%TZ)"
-  nvidia-smi --query-gpu=name,driver_version,memory.total,compute_cap --format=csv 2>&1 || echo "nvidia-smi: not found"
+  if command -v nvidia-smi > /dev/null; then nvidia-smi --query-gpu=name,driver_version,memory.total,compute_cap --format=csv 2>&1; else echo "nvidia-smi: not found"; fi
   "$PY" -c 'import sys, torch; print("python", sys.version.split()[0]); print("torch", torch.__version__, "cuda", torch.version.cuda, "gpus", torch.cuda.device_count())' 2>&1
   nvcc --version 2>&1 | tail -n 1
 } > "$OUT/env.txt"
