@@ -17,21 +17,50 @@
 namespace lrfused {
 namespace {
 
-struct ParamShape {
-  const void* data = nullptr;
-  c10::SmallVector<int64_t, 6> sizes;
-  c10::SmallVector<int64_t, 6> strides;
-  at::ScalarType dtype = at::kFloat;
-  c10::Device device = c10::Device(c10::kCPU);
-
-  explicit ParamShape(const at::Tensor& p)
-      : data(p.data_ptr()), sizes(p.sizes().begin(), p.sizes().end()),
-        strides(p.strides().begin(), p.strides().end()), dtype(p.scalar_type()), device(p.device()) {}
-  // The comparisons a step can afford: every field is in the TensorImpl the step reads anyway.
-  bool same(const at::Tensor& p) const {
-    return p.data_ptr() == data && p.scalar_type() == dtype && p.sizes() == c10::IntArrayRef(sizes) &&
-           p.strides() == c10::IntArrayRef(strides) && p.device() == device;
+// What a parameter was when the plan was built: pointer, dtype, device, sizes and strides. Kept compact
+// (32 bytes plus 16 per dimension in one shared array), since a step compares every parameter and
+// 10 000 of them must stay in cache; every field read is in the TensorImpl the step reads anyway.
+class ParamShapes {
+ public:
+  void add(const at::Tensor& p) {
+    Entry e;
+    e.data = p.data_ptr();
+    e.numel = p.numel();
+    e.dim = static_cast<int32_t>(p.dim());
+    e.dtype = static_cast<int16_t>(p.scalar_type());
+    e.device = static_cast<int16_t>(p.device().is_cpu() ? -1 : p.device().index());
+    e.layout = static_cast<uint32_t>(layout_.size());
+    layout_.insert(layout_.end(), p.sizes().begin(), p.sizes().end());
+    layout_.insert(layout_.end(), p.strides().begin(), p.strides().end());
+    entries_.push_back(e);
   }
+  bool same(size_t i, const at::Tensor& p) const {
+    const Entry& e = entries_[i];
+    if (p.data_ptr() != e.data || p.numel() != e.numel || p.dim() != e.dim ||
+        static_cast<int16_t>(p.scalar_type()) != e.dtype ||
+        static_cast<int16_t>(p.device().is_cpu() ? -1 : p.device().index()) != e.device) {
+      return false;
+    }
+    const int64_t* l = layout_.data() + e.layout;
+    const c10::IntArrayRef sizes = p.sizes(), strides = p.strides();
+    for (int32_t d = 0; d < e.dim; ++d)
+      if (sizes[d] != l[d] || strides[d] != l[e.dim + d]) return false;
+    return true;
+  }
+  void reserve(size_t n) { entries_.reserve(n); }
+
+ private:
+  struct Entry {
+    const void* data;
+    int64_t numel;
+    int32_t dim;
+    int16_t dtype;
+    int16_t device;  // -1 for the CPU; one plan bucket never mixes device types
+    uint32_t layout;
+    uint32_t unused;
+  };
+  std::vector<Entry> entries_;
+  std::vector<int64_t> layout_;  // per parameter: sizes, then strides
 };
 
 struct Bucket {
@@ -49,7 +78,7 @@ struct Bucket {
   // What each parameter was when the plan was built. A parameter that changed since (a .data swap, a
   // dtype/device/memory-format move) makes step() return without touching anything, so that the plan
   // is rebuilt (and checked against the optimizer state) before any kernel sees stale sizes or layouts.
-  std::vector<ParamShape> built;
+  ParamShapes built;
   // Per-step scratch, reused.
   std::vector<at::Tensor> grads;          // non-CPU buckets
   std::vector<cpu::TensorRef> refs;       // CPU buckets: this step's views
@@ -83,7 +112,7 @@ class Plan {
     }
     b.params = std::move(params);
     b.built.reserve(b.params.size());
-    for (const at::Tensor& p : b.params) b.built.emplace_back(p);
+    for (const at::Tensor& p : b.params) b.built.add(p);
     b.state1 = std::move(state1);
     b.state2 = std::move(state2);
     b.state3 = std::move(state3);
@@ -128,7 +157,7 @@ class Plan {
       }
       for (size_t i = 0; i < b.params.size(); ++i) {
         const at::Tensor& p = b.params[i];
-        if (!b.built[i].same(p)) return false;
+        if (!b.built.same(i, p)) return false;
         const at::Tensor& g = p.grad();
         if (!g.defined()) continue;
         check_grad(p, g, write_grads);
@@ -220,7 +249,7 @@ class Plan {
     // The TensorImpls are scattered over the heap: fetch a few parameters ahead.
     if (i + 8 < b.params.size()) __builtin_prefetch(b.params[i + 8].unsafeGetTensorImpl(), 0, 3);
     const at::Tensor& p = b.params[i];
-    if (!b.built[i].same(p)) return CHANGED;
+    if (!b.built.same(i, p)) return CHANGED;
     const at::Tensor& g = p.grad();
     if (!g.defined()) return NO_GRAD;
     if (g.is_sparse() || g.scalar_type() != p.scalar_type() || g.device() != p.device() || g.sizes() != p.sizes()) {

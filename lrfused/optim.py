@@ -9,6 +9,7 @@ registered ops with every tensor an explicit argument.
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Any, Iterable
 
 import torch
@@ -27,16 +28,40 @@ _MIXED_STATE = {(torch.bfloat16, torch.float32), (torch.float16, torch.float32),
 
 
 def _is_number(x) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool)
+    """A real number: Python's or numpy's (numbers.Real), not a bool."""
+    return isinstance(x, numbers.Real) and not isinstance(x, bool)
 
 
-def _check_nonnegative(value, name: str, message: str) -> None:
+def _is_scalar_tensor(x) -> bool:
+    return isinstance(x, torch.Tensor) and x.numel() == 1 and not x.is_complex()
+
+
+def _check_nonnegative(value, name: str, message: str, tensor_ok: bool = True) -> None:
+    """torch's check of a hyperparameter: a number, or (where torch takes one) a one-element tensor, >= 0.
+    A tensor's value is read once here (on a GPU that synchronises once, at construction)."""
     if isinstance(value, torch.Tensor):
-        raise TypeError(f"lrfused: {name} must be a Python number, got a Tensor")
-    if not _is_number(value):
+        if not tensor_ok:
+            raise TypeError(f"lrfused: {name} must be a number, got a Tensor (torch takes only a number here)")
+        if not _is_scalar_tensor(value):
+            raise ValueError(f"Tensor {name} must be 1-element")
+        number = float(value)
+    elif _is_number(value):
+        number = float(value)
+    else:
         raise TypeError(f"lrfused: {name} must be a number, got {type(value).__name__}")
-    if not 0.0 <= value < math.inf:  # also rejects NaN
+    if not 0.0 <= number < math.inf:  # also rejects NaN
         raise ValueError(f"{message}: {value}")
+
+
+def _check_torch_keywords(foreach, fused, differentiable) -> None:
+    """torch's implementation switches. lrfused is always one fused, capturable pass, so foreach, fused and
+    capturable choose nothing; they are accepted (with torch's checks) so that scripts keep working."""
+    if differentiable:
+        raise NotImplementedError(
+            "lrfused: differentiable=True is not supported: the fused kernels update parameters in place outside "
+            "autograd, so the step cannot be differentiated through; use torch.optim with differentiable=True")
+    if fused and foreach:
+        raise RuntimeError("`fused` and `foreach` cannot be `True` together.")
 
 
 def _real_dtype(t: torch.Tensor) -> torch.dtype:
@@ -207,6 +232,22 @@ class _FusedOptimizer(torch.optim.Optimizer):
     def _hypers(self) -> list:
         return [list(self._hyper(g)) for g in self.param_groups]
 
+    def _value(self, x) -> float:
+        """A hyperparameter as a float. A tensor (torch takes lr and betas as tensors) is read when it is new
+        or was changed in place (its version counter moved), not at every step: on a GPU each read is a
+        synchronisation. A value changed inside a captured CUDA graph is therefore not seen by it."""
+        if not isinstance(x, torch.Tensor):
+            return float(x)
+        if x.device.type == "cpu":
+            return float(x)
+        cache = self.__dict__.setdefault("_tensor_values", {})
+        hit = cache.get(id(x))
+        if hit is not None and hit[0] is x and hit[1] == x._version:
+            return hit[2]
+        value = float(x)
+        cache[id(x)] = (x, x._version, value)
+        return value
+
     def _sched_state(self, device: torch.device) -> torch.Tensor:
         num_groups = len(self.param_groups)
         size = _LAST_LR + 2 * num_groups
@@ -218,8 +259,9 @@ class _FusedOptimizer(torch.optim.Optimizer):
         worse = -math.inf if (plateau is not None and plateau.mode == "max") else math.inf
         state[_PLATEAU_BEST] = worse
         for g, group in enumerate(self.param_groups):
-            state[_LAST_LR + g] = group["schedule"].lr_at(0, group["lr"])
-            state[_LAST_LR + num_groups + g] = group["lr"]
+            base_lr = self._value(group["lr"])
+            state[_LAST_LR + g] = group["schedule"].lr_at(0, base_lr)
+            state[_LAST_LR + num_groups + g] = base_lr
         if old is not None:  # groups were added: keep the counters and what the old groups had
             old_groups = (old.numel() - _LAST_LR) // 2
             state[:_LAST_LR] = old[:_LAST_LR]
@@ -452,7 +494,7 @@ class _FusedOptimizer(torch.optim.Optimizer):
             device = group["params"][0].device if group["params"] else None
             state = self._sched_states.get(device)
             if state is None or state.numel() != _LAST_LR + 2 * len(self.param_groups):
-                lrs.append(float(group["schedule"].lr_at(0, group["lr"])))
+                lrs.append(float(group["schedule"].lr_at(0, self._value(group["lr"]))))
             else:
                 lrs.append(float(state[_LAST_LR + g]))
         return lrs
@@ -495,6 +537,7 @@ class _FusedOptimizer(torch.optim.Optimizer):
         self._plan = None
         self._plan_signature = None
         self._programs = {}
+        self._tensor_values = {}
 
     # ---- checkpoints ---------------------------------------------------------------------------
     def state_dict(self) -> dict:
@@ -515,6 +558,8 @@ class _FusedOptimizer(torch.optim.Optimizer):
         super().load_state_dict(state_dict)
         for group, schedule in zip(self.param_groups, schedules):
             group.setdefault("schedule", schedule)
+            for key, value in self.defaults.items():  # keys older checkpoints (or torch's) do not carry
+                group.setdefault(key, value)
             self._validate_group(group)
         for group in self.param_groups:
             for p in group["params"]:
@@ -562,6 +607,7 @@ class _FusedOptimizer(torch.optim.Optimizer):
             if missing:
                 raise ValueError(f"lrfused: loaded param group {i} misses {missing}: a state dict from a different "
                                  f"optimizer than {type(self).__name__}?")
+            self._check_loaded_group_meaning(i, saved)
         allowed = set(self._allowed_state_keys())
         by_id = dict(zip(ids, params))
         for pid, st in state_dict["state"].items():
@@ -581,6 +627,9 @@ class _FusedOptimizer(torch.optim.Optimizer):
             if missing:
                 raise ValueError(f"lrfused: loaded state of parameter {pid} misses {sorted(missing)} "
                                  f"(a state dict from a different optimizer?)")
+
+    def _check_loaded_group_meaning(self, i: int, saved: dict) -> None:
+        """Refuses a group whose hyperparameters mean another optimizer than this class (overridden)."""
 
     @staticmethod
     def _group_of(state_dict, pid):
@@ -613,19 +662,22 @@ class SGD(_FusedOptimizer):
     _KIND = _SGD
     _GROUP_KEYS = ("lr", "momentum", "dampening", "weight_decay", "nesterov")  # what a loaded group must have
 
-    def __init__(self, params, lr: float = 1e-3, momentum: float = 0.0, dampening: float = 0.0,
-                 weight_decay: float = 0.0, nesterov: bool = False, *, maximize: bool = False, schedule=None,
-                 state_dtype: torch.dtype | None = None, max_grad_norm: float | None = None):
+    def __init__(self, params, lr: float | torch.Tensor = 1e-3, momentum: float = 0.0, dampening: float = 0.0,
+                 weight_decay: float | torch.Tensor = 0.0, nesterov: bool = False, *, maximize: bool = False,
+                 foreach: bool | None = None, differentiable: bool = False, fused: bool | None = None,
+                 schedule=None, state_dtype: torch.dtype | None = None, max_grad_norm: float | None = None):
+        _check_torch_keywords(foreach, fused, differentiable)
         defaults = dict(lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
-                        nesterov=nesterov, maximize=maximize)
+                        nesterov=nesterov, maximize=maximize, foreach=foreach, differentiable=differentiable,
+                        fused=fused)
         self._validate_group(defaults)
         super().__init__(params, defaults, schedule, state_dtype, max_grad_norm)
 
     @staticmethod
     def _validate_group(group: dict) -> None:
         _check_nonnegative(group["lr"], "lr", "Invalid learning rate")
-        _check_nonnegative(group["momentum"], "momentum", "Invalid momentum value")
-        _check_nonnegative(group["dampening"], "dampening", "Invalid dampening value")
+        _check_nonnegative(group["momentum"], "momentum", "Invalid momentum value", tensor_ok=False)
+        _check_nonnegative(group["dampening"], "dampening", "Invalid dampening value", tensor_ok=False)
         _check_nonnegative(group["weight_decay"], "weight_decay", "Invalid weight_decay value")
         if group["nesterov"] and (group["momentum"] <= 0 or group["dampening"] != 0):
             raise ValueError("Nesterov momentum requires a momentum and zero dampening")
@@ -643,8 +695,8 @@ class SGD(_FusedOptimizer):
         return (_FLAG_NESTEROV if group["nesterov"] else 0) | (_FLAG_MAXIMIZE if group["maximize"] else 0)
 
     def _hyper(self, group) -> tuple:
-        return (float(group["lr"]), float(group["momentum"]), float(group["dampening"]), 0.0,
-                float(group["weight_decay"]))
+        v = self._value
+        return (v(group["lr"]), float(group["momentum"]), float(group["dampening"]), 0.0, v(group["weight_decay"]))
 
 
 class Adam(_FusedOptimizer):
@@ -654,23 +706,34 @@ class Adam(_FusedOptimizer):
     _DECOUPLED = False
     _GROUP_KEYS = ("lr", "betas", "eps", "weight_decay", "amsgrad")  # what a loaded group must have
 
-    def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8, weight_decay: float = 0.0,
-                 amsgrad: bool = False, *, maximize: bool = False, schedule=None,
+    def __init__(self, params, lr: float | torch.Tensor = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 0.0, amsgrad: bool = False, *, foreach: bool | None = None,
+                 maximize: bool = False, capturable: bool = False, differentiable: bool = False,
+                 fused: bool | None = None, decoupled_weight_decay: bool = False, schedule=None,
                  state_dtype: torch.dtype | None = None, max_grad_norm: float | None = None):
-        defaults = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad, maximize=maximize)
+        _check_torch_keywords(foreach, fused, differentiable)
+        defaults = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad, maximize=maximize,
+                        foreach=foreach, capturable=capturable, differentiable=differentiable, fused=fused,
+                        decoupled_weight_decay=bool(decoupled_weight_decay))
         self._validate_group(defaults)
         super().__init__(params, defaults, schedule, state_dtype, max_grad_norm)
 
     @staticmethod
     def _validate_group(group: dict) -> None:
         _check_nonnegative(group["lr"], "lr", "Invalid learning rate")
-        _check_nonnegative(group["eps"], "eps", "Invalid epsilon value")
-        _check_nonnegative(group["weight_decay"], "weight_decay", "Invalid weight_decay value")
+        _check_nonnegative(group["eps"], "eps", "Invalid epsilon value", tensor_ok=False)
+        _check_nonnegative(group["weight_decay"], "weight_decay", "Invalid weight_decay value", tensor_ok=False)
         betas = group["betas"]
         if isinstance(betas, torch.Tensor) or not isinstance(betas, (tuple, list)) or len(betas) != 2:
-            raise TypeError(f"lrfused: betas must be a pair of numbers, got {betas!r}")
+            raise TypeError(f"lrfused: betas must be a pair of numbers or of one-element tensors, got {betas!r}")
+        if sum(isinstance(b, torch.Tensor) for b in betas) == 1:
+            raise ValueError("betas must be either both floats or both Tensors")
         for i, beta in enumerate(betas):
-            if not _is_number(beta):
+            if isinstance(beta, torch.Tensor):
+                if not _is_scalar_tensor(beta):
+                    raise ValueError(f"Tensor betas[{i}] must be 1-element")
+                beta = float(beta)
+            elif not _is_number(beta):
                 raise TypeError(f"lrfused: betas[{i}] must be a number, got {type(beta).__name__}")
             if not 0.0 <= beta < 1.0:
                 raise ValueError(f"Invalid beta parameter at index {i}: {beta}")
@@ -686,12 +749,14 @@ class Adam(_FusedOptimizer):
         return keys + ("max_exp_avg_sq",) if saved_group.get("amsgrad") else keys
 
     def _flags(self, group) -> int:
+        decoupled = group.get("decoupled_weight_decay", self._DECOUPLED)
         return ((_FLAG_AMSGRAD if group["amsgrad"] else 0) | (_FLAG_MAXIMIZE if group["maximize"] else 0)
-                | (_FLAG_DECOUPLED_WD if self._DECOUPLED else 0))
+                | (_FLAG_DECOUPLED_WD if decoupled else 0))
 
     def _hyper(self, group) -> tuple:
+        v = self._value
         beta1, beta2 = group["betas"]
-        return (float(group["lr"]), float(beta1), float(beta2), float(group["eps"]), float(group["weight_decay"]))
+        return (v(group["lr"]), v(beta1), v(beta2), float(group["eps"]), float(group["weight_decay"]))
 
 
 class AdamW(Adam):
@@ -699,8 +764,19 @@ class AdamW(Adam):
 
     _DECOUPLED = True
 
-    def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8, weight_decay: float = 1e-2,
-                 amsgrad: bool = False, *, maximize: bool = False, schedule=None,
-                 state_dtype: torch.dtype | None = None, max_grad_norm: float | None = None):
+    def __init__(self, params, lr: float | torch.Tensor = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 1e-2, amsgrad: bool = False, *, maximize: bool = False,
+                 foreach: bool | None = None, capturable: bool = False, differentiable: bool = False,
+                 fused: bool | None = None, schedule=None, state_dtype: torch.dtype | None = None,
+                 max_grad_norm: float | None = None):
         super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
-                         maximize=maximize, schedule=schedule, state_dtype=state_dtype, max_grad_norm=max_grad_norm)
+                         foreach=foreach, maximize=maximize, capturable=capturable, differentiable=differentiable,
+                         fused=fused, decoupled_weight_decay=True, schedule=schedule, state_dtype=state_dtype,
+                         max_grad_norm=max_grad_norm)
+
+    def _check_loaded_group_meaning(self, i: int, saved: dict) -> None:
+        if saved.get("decoupled_weight_decay", True) is False:
+            raise ValueError(
+                f"lrfused: loaded param group {i} has decoupled_weight_decay=False: a torch.optim.Adam / lrfused.Adam "
+                f"checkpoint (L2 weight decay), which AdamW would continue with another update; load it into "
+                f"lrfused.Adam instead")

@@ -50,7 +50,7 @@ class LRSchedulerHandle(LRScheduler):
     @property
     def base_lrs(self) -> list[float]:
         """Each group's ``lr`` at construction, which lrfused never overwrites: the schedule's base lr."""
-        return [group["lr"] for group in self.optimizer.param_groups]
+        return [self.optimizer._value(group["lr"]) for group in self.optimizer.param_groups]
 
     @property
     def last_epoch(self) -> int:
@@ -84,9 +84,10 @@ class LRSchedulerHandle(LRScheduler):
             schedule = group["schedule"]
             if schedule.is_plateau:
                 plateau_ok = state is not None and state.numel() == _LAST_LR + 2 * num_groups
-                lrs.append(float(state[_LAST_LR + num_groups + g]) if plateau_ok else float(group["lr"]))
+                lrs.append(float(state[_LAST_LR + num_groups + g]) if plateau_ok
+                           else self.optimizer._value(group["lr"]))
             else:
-                lrs.append(schedule.lr_at(k, group["lr"], group=g))
+                lrs.append(schedule.lr_at(k, self.optimizer._value(group["lr"]), group=g))
         return lrs
 
     # ---- the scheduler protocol -----------------------------------------------------------------

@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import math
 import numbers
+import warnings
 from typing import Callable, Iterable, Sequence
 
 import torch
@@ -282,6 +283,10 @@ class _Tabulated(Schedule):
     def _group_count_hint(self):
         return len(self.tables) if len(self.tables) > 1 else None
 
+    def max_step(self):
+        """The table's last step: an optimizer refuses to step past it rather than hold its last value."""
+        return self.total_steps - 1
+
     def _pack_node(self, g, n):
         if len(self.tables) == 1:
             table = self.tables[0]
@@ -309,8 +314,8 @@ def _lambdas(lr_lambda):
 
 
 class LambdaLR(_Tabulated):
-    """lr = b * lr_lambda(k); lr_lambda (or one per group) is tabulated for k < total_steps, after which
-    the last value holds."""
+    """lr = b * lr_lambda(k); lr_lambda (or one per group) is tabulated for k < total_steps. An optimizer
+    refuses to step past the table (ValueError); lr_at past it gives the last value."""
 
     def __init__(self, lr_lambda, total_steps: int):
         fns = _lambdas(lr_lambda)
@@ -320,7 +325,8 @@ class LambdaLR(_Tabulated):
 
 
 class MultiplicativeLR(_Tabulated):
-    """lr = b * prod_{s=1..k} lr_lambda(s), tabulated for k < total_steps (then the last value holds)."""
+    """lr = b * prod_{s=1..k} lr_lambda(s), tabulated for k < total_steps. An optimizer refuses to step past
+    the table (ValueError); lr_at past it gives the last value."""
 
     def __init__(self, lr_lambda, total_steps: int):
         fns = _lambdas(lr_lambda)
@@ -1005,10 +1011,14 @@ def _from_hf_lambda(fn):
     return get_schedule(name, W, T, **kw)
 
 
-def _tabulated_from_torch(cls, fns, total_steps):
+def _tabulated_from_torch(cls, fns, total_steps, explicit: bool = True):
     hf = [_from_hf_lambda(fn) for fn in fns] if cls is LambdaLR else [None]
     if all(h is not None for h in hf) and all(h == hf[0] for h in hf):
         return hf[0]
+    if not explicit:
+        warnings.warn(f"lrfused: from_torch tabulated the {cls.__name__} lambda for {total_steps} steps (steps "
+                      f"0..{total_steps - 1}); an optimizer refuses to step past the table. Pass total_steps= "
+                      f"to choose the horizon.", stacklevel=3)
     if all(fn is fns[0] for fn in fns):  # torch repeats a single lambda once per group
         fns = fns[:1]
     return cls(fns if len(fns) > 1 else fns[0], total_steps)
@@ -1024,8 +1034,10 @@ def from_torch(scheduler, total_steps: int | None = None) -> Schedule:
 
     Reads the scheduler's configuration (not its position: the schedule starts at step 0). Python
     callables (LambdaLR / MultiplicativeLR lambdas, a CyclicLR ``scale_fn``) are tabulated for
-    ``total_steps`` steps (default ``DEFAULT_TABULATE_STEPS``), after which the last value holds;
-    HuggingFace's lambdas are recognised and mapped to their exact ``get_schedule`` form instead.
+    ``total_steps`` steps (default ``DEFAULT_TABULATE_STEPS``, with a warning that says so); an optimizer
+    refuses to step past a LambdaLR / MultiplicativeLR table (ValueError), and a CyclicLR's scale table
+    holds its last value. HuggingFace's lambdas are recognised and mapped to their exact
+    ``get_schedule`` form instead, which has no horizon.
     """
     lrs = torch.optim.lr_scheduler
     steps = DEFAULT_TABULATE_STEPS if total_steps is None else _check_pos_int("total_steps", total_steps)
@@ -1040,9 +1052,9 @@ def from_torch(scheduler, total_steps: int | None = None) -> Schedule:
                                  threshold_mode=s.threshold_mode, cooldown=s.cooldown, min_lr=min_lr,
                                  eps=s.eps)
     if isinstance(s, lrs.LambdaLR):
-        return _tabulated_from_torch(LambdaLR, list(s.lr_lambdas), steps)
+        return _tabulated_from_torch(LambdaLR, list(s.lr_lambdas), steps, total_steps is not None)
     if isinstance(s, lrs.MultiplicativeLR):
-        return _tabulated_from_torch(MultiplicativeLR, list(s.lr_lambdas), steps)
+        return _tabulated_from_torch(MultiplicativeLR, list(s.lr_lambdas), steps, total_steps is not None)
     if isinstance(s, lrs.StepLR):
         return StepLR(s.step_size, s.gamma)
     if isinstance(s, lrs.MultiStepLR):

@@ -231,3 +231,61 @@ def test_first_gradient_inside_a_capture_is_refused_clearly():
         with torch.cuda.graph(graph):
             opt.step()
     assert b not in opt.state or not opt.state[b]
+
+
+# ---- parameters changed under the plan (test_param_changes.py), on the device ---------------------
+
+def _cuda_pair():
+    torch.manual_seed(0)
+    make = lambda: nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.Linear(64, 5))  # noqa: E731
+    a = make().cuda()
+    b = copy.deepcopy(a).cpu()
+    return a, b, lrfused.AdamW(a.parameters(), lr=1e-2), lrfused.AdamW(b.parameters(), lr=1e-2)
+
+
+def _train_pair(a, b, la, lb, steps, seed):
+    for k in range(steps):
+        x = torch.randn(2, 3, 6, 6, generator=torch.Generator().manual_seed(seed + k))
+        for m, opt, dev in ((a, la, "cuda"), (b, lb, "cpu")):
+            m.zero_grad(set_to_none=True)
+            m(x.to(dev)).square().sum().backward()
+            opt.step()
+
+
+def test_memory_format_and_data_swaps_after_a_step_on_cuda():
+    a, b, la, lb = _cuda_pair()
+    _train_pair(a, b, la, lb, 2, 0)
+    a.to(memory_format=torch.channels_last)
+    b.to(memory_format=torch.channels_last)
+    fresh = torch.randn(5, 64)
+    a[2].weight.data = fresh.clone().cuda()
+    b[2].weight.data = fresh.clone()
+    _train_pair(a, b, la, lb, 3, 10)
+    for p, q in zip(a.parameters(), b.parameters()):
+        torch.testing.assert_close(p.detach().cpu(), q.detach(), rtol=1e-4, atol=1e-6)
+
+
+def test_dtype_change_after_a_step_on_cuda_is_a_clear_error():
+    a, b, la, lb = _cuda_pair()
+    _train_pair(a, b, la, lb, 1, 0)
+    a.half()
+    for p in a.parameters():
+        p.grad = torch.ones_like(p)
+    before = [p.detach().clone() for p in a.parameters()]
+    with pytest.raises(RuntimeError, match="optimizer state .* was created for"):
+        la.step()
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), before))
+
+
+def test_expanded_gradient_on_cuda():
+    p = nn.Parameter(torch.randn(4, 5, device="cuda"))
+    q = nn.Parameter(p.detach().cpu().clone())
+    lp, lq = lrfused.Adam([p], lr=1e-2), lrfused.Adam([q], lr=1e-2)
+    g = torch.randn(1, 5)
+    p.grad, q.grad = g.cuda().expand(4, 5), g.expand(4, 5)
+    lp.step()
+    lq.step()
+    torch.testing.assert_close(p.detach().cpu(), q.detach(), rtol=2e-6, atol=1e-7)
+    p.grad = g.cuda().expand(4, 5)
+    with pytest.raises(RuntimeError, match="several elements in one memory location"):
+        lp.step(grad_scale=torch.tensor(2.0, device="cuda"), found_inf=torch.zeros((), device="cuda"))

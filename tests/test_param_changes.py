@@ -2,10 +2,13 @@
 the result is torch's, or a clear error with nothing changed, never a crash or a silently different result.
 Run on the eager path (the cached launch plan) and on the op path (what torch.compile and DTensor use)."""
 import copy
+import os
 import random
 
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from torch import nn
 
 import lrfused
@@ -36,7 +39,9 @@ def _backward(model, seed):
     g = torch.Generator().manual_seed(seed)
     dtype = next(model.parameters()).dtype
     x = torch.randn(2, 3, 6, 6, generator=g).to(dtype)
-    model(x).square().sum().backward()
+    # Bounded (tanh): with any sequence of mutations the training must not diverge, where any two correct
+    # implementations part ways.
+    model(x).tanh().square().mean().backward()
 
 
 def _train(a, b, la, tb, steps, seed=0):
@@ -267,8 +272,11 @@ MUTATIONS = ["lr", "betas", "weight_decay", "eps", "no-grad", "data-swap", "chan
              "load-model", "add-group", "zero-grad-none"]
 
 
-@pytest.mark.parametrize("seed", range(12))
+@settings(max_examples=int(os.environ.get("LRFUSED_HYPOTHESIS_EXAMPLES", "12")), deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(seed=st.integers(0, 2 ** 20))
 def test_random_mutations_between_steps_match_torch(seed, path):
+    """hypothesis draws the sequence (through the seed of the choices; it shrinks towards small seeds)."""
     rng = random.Random(seed)
     opt_name = rng.choice(["SGD", "Adam", "AdamW"])
     kw = dict(lr=1e-2)
