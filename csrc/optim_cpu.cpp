@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <mutex>
+#include <unordered_map>
 
 #include "lrf_common.h"
 #include "op_signatures.h"
@@ -35,16 +36,14 @@ double read_cpu_scalar(const at::Tensor& t, const char* name) {
 }
 
 namespace {
-// Device programs already validated: (TensorImpl, data, version). Programs are few (one per group and
-// device) and kept by their optimizer, so a short list with round-robin replacement is enough.
+// Device programs already validated, by TensorImpl: (data, version). One entry per program tensor ever
+// checked (one per group and device of each optimizer); a reused TensorImpl address overwrites its entry.
 struct CheckedProgram {
-  const void* impl = nullptr;
   const void* data = nullptr;
   uint32_t version = 0;
 };
 std::mutex checked_programs_mutex;
-CheckedProgram checked_programs[64];
-size_t checked_programs_next = 0;
+std::unordered_map<const void*, CheckedProgram> checked_programs;
 }  // namespace
 
 void check_program(const at::Tensor& program) {
@@ -56,15 +55,18 @@ void check_program(const at::Tensor& program) {
     TORCH_CHECK(why == nullptr, "lrfused: invalid schedule program: ", why);
     return;
   }
-  const CheckedProgram key{program.unsafeGetTensorImpl(), program.const_data_ptr(),
-                           program.unsafeGetTensorImpl()->version_counter().current_version()};
-  std::lock_guard<std::mutex> lock(checked_programs_mutex);
-  for (const CheckedProgram& c : checked_programs)
-    if (c.impl == key.impl && c.data == key.data && c.version == key.version) return;
-  const at::Tensor host = program.cpu();
+  const void* impl = program.unsafeGetTensorImpl();
+  const CheckedProgram key{program.const_data_ptr(), program.unsafeGetTensorImpl()->version_counter().current_version()};
+  {
+    std::lock_guard<std::mutex> lock(checked_programs_mutex);
+    const auto it = checked_programs.find(impl);
+    if (it != checked_programs.end() && it->second.data == key.data && it->second.version == key.version) return;
+  }
+  const at::Tensor host = program.cpu();  // once per program tensor, outside the lock: it synchronises
   const char* why = sched::validate_program(host.const_data_ptr<double>(), host.numel());
   TORCH_CHECK(why == nullptr, "lrfused: invalid schedule program: ", why);
-  checked_programs[checked_programs_next++ % 64] = key;
+  std::lock_guard<std::mutex> lock(checked_programs_mutex);
+  checked_programs[impl] = key;
 }
 
 void check_group_step(const GroupStep& step) {
@@ -156,7 +158,7 @@ void check_grad(const at::Tensor& p, const at::Tensor& g, bool write_grad) {
   TORCH_CHECK(g.scalar_type() == p.scalar_type() && g.sizes() == p.sizes() && g.device() == p.device(),
               "lrfused: a gradient (", g.scalar_type(), ", ", g.sizes(), ", ", g.device(),
               ") does not match its parameter (", p.scalar_type(), ", ", p.sizes(), ", ", p.device(), ")");
-  TORCH_CHECK(!write_grad || g.is_non_overlapping_and_dense() || at::has_internal_overlap(g) != at::MemOverlap::Yes,
+  TORCH_CHECK(!write_grad || g.is_non_overlapping_and_dense() || at::has_internal_overlap(g) == at::MemOverlap::No,
               "lrfused: a gradient of shape ", g.sizes(), " with strides ", g.strides(),
               " stores several elements in one memory location (an expanded tensor?), so the unscaled gradient "
               "cannot be written back to it (GradScaler); give the parameter a gradient of its own, e.g. "

@@ -110,6 +110,17 @@ class Plan {
       to_kernel_dtype(b.param_type, "params");
       to_kernel_dtype(b.state_type, "state");
     }
+    const c10::Device device = params[0].device();
+    auto check_on_device = [&](const std::vector<at::Tensor>& list, const char* what) {
+      for (const at::Tensor& t : list)
+        TORCH_CHECK(t.device() == device, "lrfused: a parameter's ", what, " is on ", t.device(),
+                    " but the parameter is on ", device);
+    };
+    check_on_device(params, "bucket");
+    check_on_device(state1, "state");
+    check_on_device(state2, "state");
+    check_on_device(state3, "state");
+    check_on_device(steps, "step");
     b.params = std::move(params);
     b.built.reserve(b.params.size());
     for (const at::Tensor& p : b.params) b.built.add(p);

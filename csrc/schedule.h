@@ -11,6 +11,7 @@
 // global double functions of <cmath> (cos, pow, ...), which are __host__ __device__ under nvcc.
 #pragma once
 #include <cmath>
+#include <cstdint>
 #include "lrf_common.h"
 
 namespace lrfused {
@@ -297,8 +298,13 @@ LRF_HD double leaf_lr(const double* n, int64_t k, double b, const double* platea
       if (mult == 1) {
         t_cur = k % t_i;
       } else {
-        // t_i at least doubles per restart, so a step below 2^63 takes fewer than 63 rounds.
-        for (int round = 0; round < 64 && t_cur >= t_i; ++round) { t_cur -= t_i; t_i *= mult; }
+        // t_i at least doubles per restart, so a step below 2^63 takes fewer than 63 rounds; t_i never
+        // overflows (once it exceeds INT64_MAX / mult, it already exceeds every step).
+        for (int round = 0; round < 64 && t_cur >= t_i; ++round) {
+          t_cur -= t_i;
+          if (t_i > INT64_MAX / mult) break;
+          t_i *= mult;
+        }
       }
       return eta + (b - eta) * (1.0 + cos(kPi * static_cast<double>(t_cur) /
                                                static_cast<double>(t_i))) / 2.0;
@@ -347,6 +353,7 @@ LRF_HD bool leaf_momentum(const double* n, int64_t k, double* out) {
 // Leaves are visited depth first in program order; each maps the running lr v (initially base_lr) to
 // leaf(k', v), so a CHAINED node multiplies its (multiplicative) children's factors.
 LRF_HD double lr_at(const double* prog, int64_t k, double base_lr, const double* plateau_lr) {
+  if (k < 0) k = 0;  // steps count from 0; a negative one would index before a table
   detail::Frame stack[kMaxStack];
   int top = 0;
   stack[top++] = detail::Frame{prog, k};
@@ -361,6 +368,7 @@ LRF_HD double lr_at(const double* prog, int64_t k, double base_lr, const double*
 // Scheduled momentum (SGD momentum / Adam beta1) at step k, or `fallback` when the schedule does not
 // cycle momentum (the last cycling leaf visited wins, as the last torch scheduler to step would).
 LRF_HD double momentum_at(const double* prog, int64_t k, double fallback) {
+  if (k < 0) k = 0;
   detail::Frame stack[kMaxStack];
   int top = 0;
   stack[top++] = detail::Frame{prog, k};
@@ -426,13 +434,16 @@ inline int64_t check_node(const double* prog, int64_t at, int64_t end, int depth
       for (int64_t i = 0; i < static_cast<int64_t>(p[1]); ++i)
         if (!is_int_in(p[2 + i], -kMaxInt, kMaxInt)) { *why = "schedule program: milestones must be integers"; return -1; }
       return 0;
-    case CONSTANT_FACTOR: case POLYNOMIAL:
+    case CONSTANT_FACTOR:
       if (!fixed(2)) return -1;
-      if (!is_int_in(kind == POLYNOMIAL ? p[0] : p[1], 0, kMaxInt)) { *why = "schedule program: total_iters must be an integer >= 0"; return -1; }
+      if (!is_int_in(p[1], 0, kMaxInt)) { *why = "schedule program: total_iters must be an integer >= 0"; return -1; }
       return 0;
-    case LINEAR:
-      if (!fixed(3)) return -1;
-      if (!is_int_in(p[2], 0, kMaxInt)) { *why = "schedule program: total_iters must be an integer >= 0"; return -1; }
+    case POLYNOMIAL: case LINEAR:  // divide by total_iters
+      if (!fixed(kind == LINEAR ? 3 : 2)) return -1;
+      if (!is_int_in(kind == LINEAR ? p[2] : p[0], 1, kMaxInt)) {
+        *why = "schedule program: total_iters must be a positive integer";
+        return -1;
+      }
       return 0;
     case EXPONENTIAL: return fixed(1) ? 0 : -1;
     case COSINE: return fixed(2) ? 0 : -1;
@@ -458,7 +469,11 @@ inline int64_t check_node(const double* prog, int64_t at, int64_t end, int depth
       if (kind == PER_EPOCH) {
         if (!is_int_in(p[0], 1, kMaxInt)) { *why = "schedule program: steps_per_epoch must be a positive integer"; return -1; }
       } else {
-        if (!is_int_in(p[0], 1, kMaxStack)) { *why = "schedule program: bad number of child schedules"; return -1; }
+        // CHAINED pushes all its children at once (kMaxStack bounds them); SEQUENTIAL pushes one.
+        if (!is_int_in(p[0], 1, kind == CHAINED ? kMaxStack : kMaxInt) || p[0] > np) {
+          *why = "schedule program: bad number of child schedules";
+          return -1;
+        }
         count = static_cast<int64_t>(p[0]);
         first_child = kind == SEQUENTIAL ? count : 1;  // SEQUENTIAL: [n, n-1 milestones, children]
         if (np < first_child) { *why = "schedule program: composite node too short"; return -1; }

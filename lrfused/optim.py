@@ -90,6 +90,20 @@ def _byte_span(t: torch.Tensor):
     return (t.device, base), first, first + extent * t.element_size()
 
 
+def _share_elements(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Whether two tensors whose byte spans in one storage intersect store an element at the same address
+    (interleaved views such as buf[:, :3] and buf[:, 3:] do not): the element offsets of each, compared.
+    Different element sizes count as sharing."""
+    a, b = _local(a), _local(b)
+    if a.element_size() != b.element_size():
+        return True
+    lo = min(a.storage_offset(), b.storage_offset())
+    hi = max(_byte_span(t)[2] // t.element_size() for t in (a, b))
+    offsets = torch.arange(hi - lo)
+    ia, ib = (offsets.as_strided(t.shape, t.stride(), t.storage_offset() - lo).flatten() for t in (a, b))
+    return bool(torch.isin(ia, ib).any())
+
+
 def _check_no_shared_memory(params) -> None:
     """Refuses parameters whose memory overlaps: the fused step updates parameters in parallel (and a
     staged copy of one would be written back over the other's update), where torch's for-loop updates them
@@ -105,7 +119,7 @@ def _check_no_shared_memory(params) -> None:
         same_storage.sort()
         reach, owner = same_storage[0][1], same_storage[0][2]
         for first, end, i in same_storage[1:]:
-            if first < reach:
+            if first < reach and _share_elements(params[owner], params[i]):
                 a, b = params[owner], params[i]
                 raise ValueError(
                     f"lrfused: two parameters share memory (shapes {tuple(a.shape)} and {tuple(b.shape)}, one "
@@ -241,6 +255,8 @@ class _FusedOptimizer(torch.optim.Optimizer):
         if x.device.type == "cpu":
             return float(x)
         cache = self.__dict__.setdefault("_tensor_values", {})
+        if len(cache) > 16 * len(self.param_groups) + 16:  # tensors replaced over time: keep it small
+            cache.clear()
         hit = cache.get(id(x))
         if hit is not None and hit[0] is x and hit[1] == x._version:
             return hit[2]
@@ -324,12 +340,22 @@ class _FusedOptimizer(torch.optim.Optimizer):
                 if p.grad is not None:
                     _C.check_grad(local, _local(p.grad))
                 dtype = self._state_dtype_for(p)
+                step = state["step"]
+                if isinstance(step, torch.Tensor) and _local(step).device != local.device:
+                    raise RuntimeError(
+                        f"lrfused: parameter {i} of param group {g} is now on {local.device}, but its optimizer "
+                        f"state was created on {_local(step).device} (a model.to() after the first step?). "
+                        f"torch.optim refuses this too: move the model before creating the optimizer, or create "
+                        f"a new one.")
                 for key in keys:
                     s = state.get(key)
                     if s is None:
                         continue
                     s = _local(s)
-                    if s.shape != local.shape or s.device != local.device or s.dtype != dtype:
+                    supported = (s.dtype == _real_dtype(local) or p.is_complex()
+                                 or (local.dtype, s.dtype) in _MIXED_STATE)
+                    if (s.shape != local.shape or s.device != local.device or s.dtype != dtype
+                            or not supported):
                         raise RuntimeError(
                             f"lrfused: parameter {i} of param group {g} is now {local.dtype}, shape "
                             f"{tuple(local.shape)}, on {local.device}, but its optimizer state '{key}' was created "
@@ -402,7 +428,9 @@ class _FusedOptimizer(torch.optim.Optimizer):
             # A parameter got its first gradient (give it state) or changed since the plan was built.
             self._check_not_capturing("a parameter got its first gradient or changed")
             self._build_plan()
-            self._plan.step(grad_scale, found_inf, clip, buffer, self._stateless, hypers)
+            if not self._plan.step(grad_scale, found_inf, clip, buffer, self._stateless, hypers):
+                raise RuntimeError("lrfused: internal error: the launch plan is out of date right after it was "
+                                   "rebuilt; nothing was changed by this step")
         self._host_steps += 1
         return loss
 

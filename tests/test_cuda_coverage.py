@@ -289,3 +289,17 @@ def test_expanded_gradient_on_cuda():
     p.grad = g.cuda().expand(4, 5)
     with pytest.raises(RuntimeError, match="several elements in one memory location"):
         lp.step(grad_scale=torch.tensor(2.0, device="cuda"), found_inf=torch.zeros((), device="cuda"))
+
+
+@pytest.mark.parametrize("opt_kw", [dict(), dict(momentum=0.9)], ids=["no-buffers", "momentum"])
+def test_sgd_moved_off_the_gpu_after_a_step_is_refused(opt_kw):
+    p = nn.Parameter(torch.randn(8, device="cuda"))
+    opt = lrfused.SGD([p], lr=0.1, **opt_kw)  # without momentum the step counter is the only state
+    p.grad = torch.randn_like(p)
+    opt.step()
+    p.data = p.data.cpu()
+    p.grad = torch.randn(8)
+    before = p.detach().clone()
+    with pytest.raises(RuntimeError, match="was created (on|for)"):
+        opt.step()
+    assert torch.equal(p.detach(), before)

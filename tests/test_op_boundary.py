@@ -257,3 +257,16 @@ def test_bit_identical_for_any_thread_count(opt_name, options, dtype):
     for other in results[1:]:
         for x, y in zip(results[0], other):
             assert torch.equal(x, y)
+
+
+def test_long_sequential_schedules_are_valid_programs():
+    # SequentialLR pushes one child at a time: any number of children fits the evaluator's stack.
+    s = S.SequentialLR([S.ExponentialLR(0.9) for _ in range(40)], list(range(1, 40)))
+    _ops._C.check_program(s._pack(0, 1))
+    assert s.lr_at(39, 1.0) == pytest.approx(1.0)
+
+
+def test_negative_steps_evaluate_as_step_zero():
+    program = _program(S.LambdaLR(lambda k: 1.0 / (k + 1), total_steps=4))
+    lrs = ops.schedule_lrs(program, torch.tensor([-5, 0]), 1.0)
+    assert lrs.tolist() == [1.0, 1.0]

@@ -341,3 +341,33 @@ def test_random_mutations_between_steps_match_torch(seed, path):
         _assert_models_equal(a, b)
         if added:
             torch.testing.assert_close(extra_a.detach(), extra_b.detach(), rtol=TOL, atol=TOL)
+
+
+def test_interleaved_views_that_share_no_element_are_fine(path):
+    def make():
+        buf = torch.arange(24, dtype=torch.float64).view(4, 6) / 10
+        return [buf[:, :3].requires_grad_(), buf[:, 3:].requires_grad_()]  # spans intersect, elements do not
+    pa, pb = make(), make()
+    la, tb = lrfused.AdamW(pa, lr=0.1), torch.optim.AdamW(pb, lr=0.1)
+    for k in range(3):
+        for p, q in zip(pa, pb):
+            g = torch.randn(p.shape, dtype=p.dtype, generator=torch.Generator().manual_seed(k))
+            p.grad, q.grad = g.clone(), g.clone()
+        la.step()
+        tb.step()
+    for p, q in zip(pa, pb):
+        torch.testing.assert_close(p, q, rtol=1e-12, atol=1e-12)
+
+
+def test_state_dtype_pair_broken_by_a_cast_is_refused(path):
+    p = nn.Parameter(torch.randn(8))
+    opt = lrfused.AdamW([p], lr=1e-2, state_dtype=torch.bfloat16)
+    p.grad = torch.randn(8)
+    opt.step()
+    p.data = p.data.half()  # fp16 parameters with bf16 state: no kernel for that pair
+    p.grad = torch.randn(8).half()
+    snap = p.detach().clone()
+    with pytest.raises(RuntimeError, match="optimizer state .* was created for"):
+        opt.step()
+    assert torch.equal(p.detach(), snap)
+
