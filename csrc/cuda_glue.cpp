@@ -69,9 +69,9 @@ void check_sched_state(const at::Tensor& sched_state) {
                   sched_state.is_contiguous(),
               "lrfused: sched_state must be a contiguous 1-D float64 tensor, got ", sched_state.scalar_type(),
               " with shape ", sched_state.sizes());
-  TORCH_CHECK(sched_state.numel() >= SCHED_LAST_LR && (sched_state.numel() - SCHED_LAST_LR) % 2 == 0,
-              "lrfused: sched_state must have ", static_cast<int>(SCHED_LAST_LR),
-              " + 2 * num_groups elements, got ", sched_state.numel());
+  TORCH_CHECK(sched_num_groups(sched_state.numel()) > 0, "lrfused: sched_state must have ",
+              static_cast<int>(SCHED_LAST_LR), " + ", kSchedSlotsPerGroup, " * num_groups elements, got ",
+              sched_state.numel());
 }
 
 // Optional 1-element float32 device scalar (grad_scale, found_inf, grad_factor) -> pointer or nullptr.
@@ -98,7 +98,7 @@ void fused_step_cuda(at::TensorList params, at::TensorList grads, at::TensorList
                      const std::optional<at::Tensor>& found_inf, const std::optional<at::Tensor>& grad_factor) {
   check_sched_state(sched_state);
   const at::Device device = sched_state.device();
-  const int64_t num_groups = (sched_state.numel() - SCHED_LAST_LR) / 2;
+  const int64_t num_groups = sched_num_groups(sched_state.numel());
   TORCH_CHECK(group_index >= 0 && group_index < num_groups, "lrfused: group_index must be in [0, ",
               num_groups, ") for this sched_state, got ", group_index);
   TORCH_CHECK(program.device() == device, "lrfused: program is on ", program.device(),
@@ -246,7 +246,7 @@ void plateau_report_cuda(const at::Tensor& sched_state, const at::Tensor& metric
   TORCH_CHECK(num_groups >= 1 && num_groups <= gpu::kPlateauMaxGroups,
               "lrfused: plateau_report_ on CUDA supports 1 to ", gpu::kPlateauMaxGroups,
               " param groups, got num_groups=", num_groups);
-  TORCH_CHECK(sched_state.numel() >= SCHED_LAST_LR + 2 * num_groups, "lrfused: sched_state has ",
+  TORCH_CHECK(sched_state.numel() == SCHED_LAST_LR + kSchedSlotsPerGroup * num_groups, "lrfused: sched_state has ",
               sched_state.numel(), " elements, too few for num_groups=", num_groups);
   TORCH_CHECK(static_cast<int64_t>(config.size()) == gpu::kPlateauConfigFixed + num_groups,
               "lrfused: plateau config must have ", gpu::kPlateauConfigFixed, " + num_groups = ",

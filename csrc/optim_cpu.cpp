@@ -73,9 +73,8 @@ void check_group_step(const GroupStep& step) {
   const at::Tensor& state = step.sched_state;
   TORCH_CHECK(state.scalar_type() == at::kDouble && state.dim() == 1 && state.is_contiguous(),
               "lrfused: sched_state must be a contiguous 1-D float64 tensor");
-  const int64_t num_groups = (state.numel() - SCHED_LAST_LR) / 2;
-  TORCH_CHECK(state.numel() == SCHED_LAST_LR + 2 * num_groups && step.group_index >= 0 &&
-                  step.group_index < num_groups,
+  const int64_t num_groups = sched_num_groups(state.numel());
+  TORCH_CHECK(num_groups > 0 && step.group_index >= 0 && step.group_index < num_groups,
               "lrfused: group_index ", step.group_index, " does not fit sched_state of ", state.numel(), " slots");
   check_program(step.program);
   TORCH_CHECK(static_cast<int64_t>(step.hyper.size()) == HYPER_COUNT, "lrfused: hyper must have ", HYPER_COUNT,
@@ -87,12 +86,14 @@ void cpu_group_step(const GroupStep& step, const cpu::TensorRef* refs, int64_t n
                     cpu::DType param_dtype, cpu::DType state_dtype) {
   if (step.found_inf && read_cpu_scalar(*step.found_inf, "found_inf") != 0.0) return;
   double* state = step.sched_state.data_ptr<double>();
-  const int num_groups = static_cast<int>((step.sched_state.numel() - SCHED_LAST_LR) / 2);
+  const int num_groups = static_cast<int>(sched_num_groups(step.sched_state.numel()));
+  const int group = static_cast<int>(step.group_index);
   const double* program = step.program.data_ptr<double>();
   const int64_t k = static_cast<int64_t>(state[SCHED_STEP]);
-  const double lr = sched::lr_at(program, k, step.hyper[HYPER_LR],
-                                 &state[sched_plateau_lr_slot(num_groups, static_cast<int>(step.group_index))]);
-  state[SCHED_LAST_LR + step.group_index] = lr;
+  const double* plateau_lr = &state[sched_plateau_lr_slot(num_groups, group)];
+  const double lr = sched::lr_at(program, k, step.hyper[HYPER_LR], plateau_lr);
+  state[SCHED_LAST_LR + group] = lr;
+  state[sched_next_lr_slot(num_groups, group)] = sched::lr_at(program, k + 1, step.hyper[HYPER_LR], plateau_lr);
 
   cpu::StepConfig cfg;
   cfg.optimizer = static_cast<int>(step.optimizer);

@@ -382,6 +382,17 @@ void bind_plan(pybind11::module& module) {
              "Raises unless g can be p's gradient in a fused step (what step() checks first).");
   module.def("check_program", &check_program,
              "Raises unless the tensor is a valid packed schedule program (sched::validate_program).");
+  module.def("sched_layout", []() {
+    pybind11::dict d;
+    d["step"] = static_cast<int>(SCHED_STEP);
+    d["plateau_best"] = static_cast<int>(SCHED_PLATEAU_BEST);
+    d["plateau_bad"] = static_cast<int>(SCHED_PLATEAU_BAD);
+    d["plateau_cooldown"] = static_cast<int>(SCHED_PLATEAU_COOLDOWN);
+    d["plateau_epoch"] = static_cast<int>(SCHED_PLATEAU_EPOCH);
+    d["last_lr"] = static_cast<int>(SCHED_LAST_LR);
+    d["slots_per_group"] = kSchedSlotsPerGroup;
+    return d;
+  }, "The sched_state layout (csrc/lrf_common.h): header slots and slots per group.");
   module.def("cpu_simd_level", []() { return std::string(cpu::simd_level()); });
   pybind11::class_<Plan>(module, "Plan")
       .def(pybind11::init<>())

@@ -63,12 +63,15 @@ def _synthetic_loss(n):
 
 def _plateau_lrs(schedule, n):
     """lr per step when the loss curve is reported once per step (through the plateau_report_ op)."""
-    state = torch.zeros(8 + 2, dtype=torch.float64)
-    state[9] = 1.0
+    from .optim import _plateau_lr_slot, _sched_size
+
+    state = torch.zeros(_sched_size(1), dtype=torch.float64)
+    slot = _plateau_lr_slot(1, 0)
+    state[slot] = 1.0
     config = schedule.plateau_config(1)
     out = []
     for metric in _synthetic_loss(n):
-        out.append(state[9].item())
+        out.append(state[slot].item())
         torch.ops.lrfused.plateau_report_(state, torch.tensor(metric, dtype=torch.float64), config, 1)
     return out
 

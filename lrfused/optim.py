@@ -19,8 +19,23 @@ from ._ops import _C, ops
 
 _SGD, _ADAM = 0, 1
 _FLAG_AMSGRAD, _FLAG_NESTEROV, _FLAG_MAXIMIZE, _FLAG_DECOUPLED_WD = 1, 2, 4, 8
-# sched_state layout (csrc/lrf_common.h)
-_SCHED_STEP, _PLATEAU_BEST, _PLATEAU_BAD, _PLATEAU_COOLDOWN, _PLATEAU_EPOCH, _LAST_LR = 0, 1, 2, 3, 4, 8
+# sched_state layout: defined in csrc/lrf_common.h, read from the extension
+_LAYOUT = _C.sched_layout()
+_SCHED_STEP, _PLATEAU_BEST, _PLATEAU_BAD, _PLATEAU_COOLDOWN, _PLATEAU_EPOCH, _LAST_LR = (
+    _LAYOUT[k] for k in ("step", "plateau_best", "plateau_bad", "plateau_cooldown", "plateau_epoch", "last_lr"))
+_SLOTS_PER_GROUP = _LAYOUT["slots_per_group"]
+
+
+def _sched_size(num_groups: int) -> int:
+    return _LAST_LR + _SLOTS_PER_GROUP * num_groups
+
+
+def _plateau_lr_slot(num_groups: int, g: int) -> int:
+    return _LAST_LR + num_groups + g
+
+
+def _next_lr_slot(num_groups: int, g: int) -> int:
+    return _LAST_LR + 2 * num_groups + g
 
 _STATE_DTYPES = {torch.float32, torch.float64, torch.bfloat16, torch.float16}
 # (parameter dtype, state dtype) pairs the kernels implement besides state in the parameter's dtype
@@ -171,6 +186,7 @@ class _FusedOptimizer(torch.optim.Optimizer):
         # copied once, since a host-to-device copy per step would synchronise and break graph capture.
         self._programs: dict[tuple, tuple] = {}
         self._host_steps = 0  # step() calls; an upper bound of the device's k (skipped steps do not count there)
+        self._shown = {}  # group index -> the object lrfused last put in group["lr"]
         super().__init__(params, defaults)
 
     # ---- groups -------------------------------------------------------------------------------
@@ -209,6 +225,11 @@ class _FusedOptimizer(torch.optim.Optimizer):
         existing = [q for group in getattr(self, "param_groups", []) for q in group["params"]]
         _check_no_shared_memory(existing + params)
         super().add_param_group(param_group)
+        group = self.param_groups[-1]
+        if self._scheduled(group):  # torch's convention: initial_lr is the base, lr what the next step applies
+            group.setdefault("initial_lr", group["lr"])
+            group["lr"] = float(group["schedule"].lr_at(0, self._value(group["initial_lr"])))
+            self._shown[len(self.param_groups) - 1] = group["lr"]
         # Known once per parameter set, not scanned per step.
         self._has_dtensor = getattr(self, "_has_dtensor", False) or any(_is_dtensor(p) for p in params)
         self._invalidate()
@@ -246,6 +267,9 @@ class _FusedOptimizer(torch.optim.Optimizer):
     def _hypers(self) -> list:
         return [list(self._hyper(g)) for g in self.param_groups]
 
+    def _lr_hyper(self, group) -> float:
+        return self._base_lr(group)
+
     def _value(self, x) -> float:
         """A hyperparameter as a float. A tensor (torch takes lr and betas as tensors) is read when it is new
         or was changed in place (its version counter moved), not at every step: on a GPU each read is a
@@ -266,25 +290,85 @@ class _FusedOptimizer(torch.optim.Optimizer):
 
     def _sched_state(self, device: torch.device) -> torch.Tensor:
         num_groups = len(self.param_groups)
-        size = _LAST_LR + 2 * num_groups
         old = self._sched_states.get(device)
-        if old is not None and old.numel() == size:
+        if old is not None and old.numel() == _sched_size(num_groups):
             return old
-        state = torch.zeros(size, dtype=torch.float64, device=device)
+        values = torch.zeros(_sched_size(num_groups), dtype=torch.float64)  # built on the host, copied once
         plateau = self._plateau_schedule()
         worse = -math.inf if (plateau is not None and plateau.mode == "max") else math.inf
-        state[_PLATEAU_BEST] = worse
+        values[_PLATEAU_BEST] = worse
         for g, group in enumerate(self.param_groups):
-            base_lr = self._value(group["lr"])
-            state[_LAST_LR + g] = group["schedule"].lr_at(0, base_lr)
-            state[_LAST_LR + num_groups + g] = base_lr
+            base_lr = self._base_lr(group)
+            values[_LAST_LR + g] = values[_next_lr_slot(num_groups, g)] = group["schedule"].lr_at(0, base_lr)
+            values[_plateau_lr_slot(num_groups, g)] = base_lr
         if old is not None:  # groups were added: keep the counters and what the old groups had
-            old_groups = (old.numel() - _LAST_LR) // 2
-            state[:_LAST_LR] = old[:_LAST_LR]
-            state[_LAST_LR:_LAST_LR + old_groups] = old[_LAST_LR:_LAST_LR + old_groups]
-            state[_LAST_LR + num_groups:_LAST_LR + num_groups + old_groups] = old[_LAST_LR + old_groups:]
+            old = old.cpu()
+            n = (old.numel() - _LAST_LR) // _SLOTS_PER_GROUP
+            values[:_LAST_LR] = old[:_LAST_LR]
+            for region in range(_SLOTS_PER_GROUP):
+                values[_LAST_LR + region * num_groups:_LAST_LR + region * num_groups + n] = \
+                    old[_LAST_LR + region * n:_LAST_LR + (region + 1) * n]
+        state = values.to(device)
         self._sched_states[device] = state
+        self._lr_views = None
         return state
+
+    # ---- what param_groups show: torch's scheduler convention -------------------------------------
+    @staticmethod
+    def _scheduled(group) -> bool:
+        return not isinstance(group.get("schedule"), _schedules.Constant)
+
+    def _base_lr(self, group) -> float:
+        """The schedule's base lr: ``initial_lr`` for a scheduled group, else ``lr`` (which is then simply the
+        lr, as in torch without a scheduler, and may be written by a torch scheduler)."""
+        return self._value(group["initial_lr"] if self._scheduled(group) and "initial_lr" in group else group["lr"])
+
+    def _absorb_lr_writes(self) -> None:
+        """A user's write to a scheduled group's ``lr`` between steps rescales its schedule: the base becomes
+        base * written / shown, so the next step applies the written lr and the schedule goes on from there
+        (what torch's chainable schedulers do with such a write). For ReduceLROnPlateau the written lr becomes
+        the plateau's current lr, as torch's ReduceLROnPlateau reads it. A write to ``initial_lr`` sets the
+        base directly."""
+        for g, group in enumerate(self.param_groups):
+            shown = self._shown.get(g)
+            if shown is None or group["lr"] is shown or not self._scheduled(group):
+                continue
+            written, before = self._value(group["lr"]), self._value(shown)
+            if group["schedule"].is_plateau:
+                num_groups = len(self.param_groups)
+                for state in self._sched_states.values():
+                    state[_plateau_lr_slot(num_groups, g)] = written
+            else:
+                base = self._value(group["initial_lr"])
+                group["initial_lr"] = written if before == 0 else base * (written / before)
+            self._shown[g] = group["lr"]
+
+    def _publish_lrs(self) -> None:
+        """Puts in each scheduled group's ``lr`` what torch shows after ``opt.step(); sched.step()``: the lr
+        the next step applies. A Python float for CPU parameters; for GPU parameters a 0-dim float64 tensor
+        that the kernels keep current (a view into the schedule state: no synchronisation; reading it as a
+        number synchronises)."""
+        views = getattr(self, "_lr_views", None)
+        if views is None:
+            views = self._lr_views = self._make_lr_views()
+        for g, view in views:
+            group = self.param_groups[g]
+            value = float(view) if view.device.type == "cpu" else view
+            group["lr"] = value
+            self._shown[g] = value
+
+    def _make_lr_views(self):
+        num_groups = len(self.param_groups)
+        views = []
+        for g, group in enumerate(self.param_groups):
+            if not self._scheduled(group) or not group["params"]:
+                continue
+            state = self._sched_states.get(_local(group["params"][0]).device)
+            if state is None or state.numel() != _sched_size(num_groups):
+                continue
+            slot = _plateau_lr_slot(num_groups, g) if group["schedule"].is_plateau else _next_lr_slot(num_groups, g)
+            views.append((g, state[slot]))
+        return views
 
     def _plateau_schedule(self):
         plateaus = [g["schedule"] for g in self.param_groups if g["schedule"].is_plateau]
@@ -414,9 +498,11 @@ class _FusedOptimizer(torch.optim.Optimizer):
             if t is not None and not isinstance(t, torch.Tensor):
                 raise TypeError(f"lrfused: {name} must be a Tensor or None, got {type(t).__name__}")
         self._check_schedule_bounds()
+        self._absorb_lr_writes()
         if self._has_dtensor:
             self._op_step(grad_scale, found_inf)
             self._host_steps += 1
+            self._publish_lrs()
             return loss
         if self._plan is None or self._plan_signature != self._signature():
             self._check_not_capturing("the optimizer's parameters, groups or hyperparameters changed")
@@ -432,6 +518,7 @@ class _FusedOptimizer(torch.optim.Optimizer):
                 raise RuntimeError("lrfused: internal error: the launch plan is out of date right after it was "
                                    "rebuilt; nothing was changed by this step")
         self._host_steps += 1
+        self._publish_lrs()
         return loss
 
     @staticmethod
@@ -521,8 +608,8 @@ class _FusedOptimizer(torch.optim.Optimizer):
         for g, group in enumerate(self.param_groups):
             device = group["params"][0].device if group["params"] else None
             state = self._sched_states.get(device)
-            if state is None or state.numel() != _LAST_LR + 2 * len(self.param_groups):
-                lrs.append(float(group["schedule"].lr_at(0, self._value(group["lr"]))))
+            if state is None or state.numel() != _sched_size(len(self.param_groups)):
+                lrs.append(float(group["schedule"].lr_at(0, self._base_lr(group))))
             else:
                 lrs.append(float(state[_LAST_LR + g]))
         return lrs
@@ -546,10 +633,14 @@ class _FusedOptimizer(torch.optim.Optimizer):
         devices = {p.device for group in self.param_groups for p in group["params"]} or {torch.device("cpu")}
         config = plateau.plateau_config(len(self.param_groups))
         for device in devices:
+            self._sched_state(device)
+        self._absorb_lr_writes()  # a write before the report is the lr the plateau reduces from, as in torch
+        for device in devices:
             state = self._sched_state(device)
             value = metric if isinstance(metric, torch.Tensor) else torch.tensor(float(metric), dtype=torch.float64)
             ops.plateau_report_(state, value.to(device=device, dtype=torch.float64).reshape(()), config,
                                 len(self.param_groups))
+        self._publish_lrs()
 
     # ---- pickling ------------------------------------------------------------------------------
     _EXTRA_ATTRS = ("_state_dtype", "_max_grad_norm", "_clip_buffer", "_sched_states", "_host_steps",
@@ -566,10 +657,15 @@ class _FusedOptimizer(torch.optim.Optimizer):
         self._plan_signature = None
         self._programs = {}
         self._tensor_values = {}
+        self._lr_views = None
+        self._shown = {g: group["lr"] for g, group in enumerate(self.param_groups)}
 
     # ---- checkpoints ---------------------------------------------------------------------------
     def state_dict(self) -> dict:
         sd = super().state_dict()
+        for group in sd["param_groups"]:  # a GPU group's lr is a device view: checkpoints hold the number
+            if isinstance(group.get("lr"), torch.Tensor) and any(group["lr"] is v for _, v in self._lr_views or ()):
+                group["lr"] = float(group["lr"])
         sd["lrfused"] = {"sched_state": {str(d): s.detach().cpu().clone() for d, s in self._sched_states.items()},
                          "host_steps": self._host_steps}
         return sd
@@ -596,14 +692,17 @@ class _FusedOptimizer(torch.optim.Optimizer):
                     self._adopt_loaded_state(p, group, state)
         self._sched_states = {}
         self._programs = {}
+        self._lr_views = None
+        for g, group in enumerate(self.param_groups):
+            # lrfused's and torch's (with a scheduler) checkpoints keep the base in initial_lr and the lr of
+            # the next step in lr; without one, lr is the base.
+            if self._scheduled(group):
+                group.setdefault("initial_lr", group["lr"])
+            self._shown[g] = group["lr"]
         if extra is not None:
             self._host_steps = int(extra.get("host_steps", 0))
             self._sched_states = self._map_saved_sched_states(extra.get("sched_state", {}))
         else:  # a torch optimizer's checkpoint: the schedule position is the parameters' step count
-            for group in self.param_groups:
-                # torch's schedulers write the scheduled lr into group["lr"] and keep the base in "initial_lr"
-                if "initial_lr" in group:
-                    group["lr"] = group["initial_lr"]
             self._host_steps = int(max((float(st["step"]) for st in self.state.values() if "step" in st), default=0))
             for device in {p.device for g in self.param_groups for p in g["params"]}:
                 self._sched_state(device)[_SCHED_STEP] = self._host_steps
@@ -617,6 +716,10 @@ class _FusedOptimizer(torch.optim.Optimizer):
         saved = {str(name): s for name, s in saved.items()}
         if not saved:
             return {}
+        num_groups = len(self.param_groups)
+        for name, s in saved.items():  # checkpoints from before the next-lr slots: add them
+            if s.numel() == _LAST_LR + 2 * num_groups:
+                saved[name] = torch.cat([s, s[_LAST_LR:_LAST_LR + num_groups]])
         most_advanced = max(saved.values(), key=lambda s: float(s[_SCHED_STEP]))
         devices = {p.device for g in self.param_groups for p in g["params"]}
         return {device: saved.get(str(device), most_advanced).to(device=device, dtype=torch.float64).clone()
@@ -724,7 +827,8 @@ class SGD(_FusedOptimizer):
 
     def _hyper(self, group) -> tuple:
         v = self._value
-        return (v(group["lr"]), float(group["momentum"]), float(group["dampening"]), 0.0, v(group["weight_decay"]))
+        return (self._lr_hyper(group), float(group["momentum"]), float(group["dampening"]), 0.0,
+                v(group["weight_decay"]))
 
 
 class Adam(_FusedOptimizer):
@@ -784,7 +888,7 @@ class Adam(_FusedOptimizer):
     def _hyper(self, group) -> tuple:
         v = self._value
         beta1, beta2 = group["betas"]
-        return (v(group["lr"]), v(beta1), v(beta2), float(group["eps"]), float(group["weight_decay"]))
+        return (self._lr_hyper(group), v(beta1), v(beta2), float(group["eps"]), float(group["weight_decay"]))
 
 
 class AdamW(Adam):

@@ -12,9 +12,9 @@ is ``ReduceLROnPlateau``, of ``torch.optim.lr_scheduler.ReduceLROnPlateau``), be
 these types, but it skips ``LRScheduler.__init__``: that would write ``initial_lr`` into the param groups,
 wrap ``optimizer.step`` and take an initial step.
 
-Known difference: ``param_groups[i]["lr"]`` stays the base lr (the schedule is evaluated on the device), so
-tools that read the lr from the param groups (Lightning's ``LearningRateMonitor``, HF Trainer's log under a
-plateau schedule) show the base lr; ``get_last_lr()`` gives the applied one.
+``param_groups[i]["lr"]`` follows torch's convention (``initial_lr`` the base, ``lr`` the lr of the next step),
+so tools that read the lr from the param groups (Lightning's ``LearningRateMonitor``, HF Trainer's log under
+a plateau schedule) show what they show with torch; ``get_last_lr()`` gives the lr the latest step applied.
 """
 from __future__ import annotations
 
@@ -23,8 +23,8 @@ from typing import Any
 import torch
 from torch.optim.lr_scheduler import LRScheduler, ReduceLROnPlateau
 
-# sched_state slots (csrc/lrf_common.h), as in optim.py
-_SCHED_STEP, _PLATEAU_BEST, _PLATEAU_BAD, _PLATEAU_COOLDOWN, _PLATEAU_EPOCH, _LAST_LR = 0, 1, 2, 3, 4, 8
+from .optim import (_PLATEAU_BAD, _PLATEAU_BEST, _PLATEAU_COOLDOWN, _SCHED_STEP, _plateau_lr_slot,
+                    _sched_size)
 
 
 class LRSchedulerHandle(LRScheduler):
@@ -49,8 +49,8 @@ class LRSchedulerHandle(LRScheduler):
     # ---- what the schedule says -----------------------------------------------------------------
     @property
     def base_lrs(self) -> list[float]:
-        """Each group's ``lr`` at construction, which lrfused never overwrites: the schedule's base lr."""
-        return [self.optimizer._value(group["lr"]) for group in self.optimizer.param_groups]
+        """Each group's base lr (``initial_lr``, as torch's schedulers keep it)."""
+        return [self.optimizer._base_lr(group) for group in self.optimizer.param_groups]
 
     @property
     def last_epoch(self) -> int:
@@ -83,11 +83,11 @@ class LRSchedulerHandle(LRScheduler):
         for g, group in enumerate(self.optimizer.param_groups):
             schedule = group["schedule"]
             if schedule.is_plateau:
-                plateau_ok = state is not None and state.numel() == _LAST_LR + 2 * num_groups
-                lrs.append(float(state[_LAST_LR + num_groups + g]) if plateau_ok
-                           else self.optimizer._value(group["lr"]))
+                plateau_ok = state is not None and state.numel() == _sched_size(num_groups)
+                lrs.append(float(state[_plateau_lr_slot(num_groups, g)]) if plateau_ok
+                           else self.optimizer._base_lr(group))
             else:
-                lrs.append(schedule.lr_at(k, self.optimizer._value(group["lr"]), group=g))
+                lrs.append(schedule.lr_at(k, self.optimizer._base_lr(group), group=g))
         return lrs
 
     # ---- the scheduler protocol -----------------------------------------------------------------

@@ -16,14 +16,14 @@ METRICS = [10.0, 9.0, 9.5, 9.4, 9.3, 9.2, 9.1, 8.0, 8.0, 8.0, 8.0, 7.9999, 8.0, 
 
 def run_op(schedule, base_lrs, metrics, metric_dtype=torch.float64):
     G = len(base_lrs)
-    state = torch.zeros(8 + 2 * G, dtype=torch.float64)
+    state = torch.zeros(8 + 3 * G, dtype=torch.float64)
     for g, lr in enumerate(base_lrs):
         state[SLOT_LAST_LR + G + g] = lr
     config = schedule.plateau_config(G)
     out = []
     for m in metrics:
         torch.ops.lrfused.plateau_report_(state, torch.tensor(m, dtype=metric_dtype), config, G)
-        out.append(state[SLOT_LAST_LR + G:].tolist())
+        out.append(state[SLOT_LAST_LR + G:SLOT_LAST_LR + 2 * G].tolist())
     return out, state
 
 
@@ -72,7 +72,7 @@ def test_plateau_lr_actually_reduces_and_floors():
     # guards the sequence above against being trivially constant
     _, state = run_op(S.ReduceLROnPlateau(patience=0, factor=0.5, min_lr=[0.03, 0.001]), [0.1, 0.04],
                       METRICS)
-    assert state[SLOT_LAST_LR + 2:].tolist() == [0.03, 0.001]
+    assert state[SLOT_LAST_LR + 2:SLOT_LAST_LR + 4].tolist() == [0.03, 0.001]
 
 
 def test_plateau_first_report_initialises_best_from_zeroed_state():
@@ -105,10 +105,10 @@ def test_plateau_config_and_checks():
         S.StepLR(2).plateau_config(1)
     # host evaluation: the plateau leaf is the base lr
     assert s.lrs(4, 0.3).tolist() == [0.3] * 4
-    state = torch.zeros(8 + 2, dtype=torch.float64)
+    state = torch.zeros(8 + 3, dtype=torch.float64)
     with pytest.raises(RuntimeError, match="config must hold"):
         torch.ops.lrfused.plateau_report_(state, torch.tensor(1.0), [0.0] * 7, 1)
-    with pytest.raises(RuntimeError, match="sched_state has 10 slots"):
+    with pytest.raises(RuntimeError, match="sched_state has 11 slots"):
         torch.ops.lrfused.plateau_report_(state, torch.tensor(1.0), [0.0] * 9, 2)
 
 
@@ -126,8 +126,8 @@ def test_plateau_not_allowed_inside_composites():
 
 
 def test_plateau_ops_pass_opcheck():
-    state = torch.zeros(8 + 4, dtype=torch.float64)
-    state[10:] = 0.1
+    state = torch.zeros(8 + 3 * 2, dtype=torch.float64)
+    state[10:12] = 0.1
     torch.library.opcheck(torch.ops.lrfused.plateau_report_.default,
                           (state, torch.tensor(2.0, dtype=torch.float64),
                            S.ReduceLROnPlateau(patience=0).plateau_config(2), 2))

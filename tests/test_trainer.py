@@ -40,12 +40,15 @@ def test_handle_is_an_lr_scheduler_without_side_effects():
     model = nn.Linear(6, 3)
     opt = lrfused.AdamW(model.parameters(), lr=BASE_LR, schedule=_warmup_cosine())
     step_fn = opt.step
+    groups_before = [{k: v for k, v in g.items() if k != "params"} for g in opt.param_groups]
     h = opt.scheduler
     assert h is opt.scheduler
     assert isinstance(h, torch.optim.lr_scheduler.LRScheduler)
     assert not isinstance(h, torch.optim.lr_scheduler.ReduceLROnPlateau)
     assert h.optimizer is opt
-    assert "initial_lr" not in opt.param_groups[0]
+    # the handle writes nothing (the optimizer itself keeps torch's initial_lr / lr convention)
+    assert [{k: v for k, v in g.items() if k != "params"} for g in opt.param_groups] == groups_before
+    assert opt.param_groups[0]["initial_lr"] == BASE_LR
     assert opt.step == step_fn and not hasattr(opt.step, "_wrapped_by_lr_sched")
     assert h.base_lrs == [BASE_LR]
     assert h.last_epoch == 0

@@ -25,7 +25,7 @@ struct FusedStepLaunch {
   int optimizer = 0;        // lrfused::OPT_SGD / OPT_ADAM
   int flags = 0;            // lrfused::OptFlags
   int group_index = 0;
-  int num_groups = 0;       // G: sched_state has SCHED_LAST_LR + 2G slots
+  int num_groups = 0;       // G: sched_state has SCHED_LAST_LR + kSchedSlotsPerGroup * G slots
   double hyper[5] = {0, 0, 0, 0, 0};  // lrfused::HyperSlot
   DType param_dtype = DType::kFloat32;  // params and grads
   DType state_dtype = DType::kFloat32;  // every state tensor

@@ -38,9 +38,11 @@ struct ScheduleArgs {
 __global__ void schedule_kernel(const ScheduleArgs a) {
   if (a.found_inf != nullptr && *a.found_inf != 0.0f) return;
   const int64_t k = static_cast<int64_t>(a.sched_state[SCHED_STEP]);
-  a.sched_state[SCHED_LAST_LR + a.group_index] =
-      sched::lr_at(a.program, k, a.base_lr, a.sched_state + sched_plateau_lr_slot(a.num_groups, a.group_index));
+  const double* plateau_lr = a.sched_state + sched_plateau_lr_slot(a.num_groups, a.group_index);
+  a.sched_state[SCHED_LAST_LR + a.group_index] = sched::lr_at(a.program, k, a.base_lr, plateau_lr);
   a.sched_state[SCHED_SCHEDULED_MOMENTUM] = sched::momentum_at(a.program, k, a.base_momentum);
+  // What param_groups[g]["lr"] shows: the lr of the next step (torch's value after opt.step(); sched.step()).
+  a.sched_state[sched_next_lr_slot(a.num_groups, a.group_index)] = sched::lr_at(a.program, k + 1, a.base_lr, plateau_lr);
 }
 
 // ---- finalize: steps += 1 ------------------------------------------------------------------------

@@ -1,0 +1,173 @@
+"""torch's scheduler convention for param_groups, live against torch: ``initial_lr`` holds the base, and
+after the k-th ``step()`` a group's ``lr`` is torch's value after its k-th ``opt.step(); sched.step()`` (the
+lr the next step applies) — a float on the CPU, a device tensor the kernels keep current on a GPU."""
+import copy
+
+import pytest
+import torch
+from torch import nn
+from torch.optim import lr_scheduler as L
+
+import lrfused
+from lrfused import schedules as S
+
+LR = 0.1
+STEPS = 12
+REL = 1e-12  # torch's recursive forms drift from the closed form by ~1e-14 (optim_helpers.LR_RTOL)
+
+CASES = {
+    "StepLR": (lambda o: L.StepLR(o, 3, 0.5), lambda: S.StepLR(3, 0.5)),
+    "Cosine": (lambda o: L.CosineAnnealingLR(o, 10, 1e-3), lambda: S.CosineAnnealingLR(10, 1e-3)),
+    "warmup-cosine": (lambda o: L.SequentialLR(o, [L.LinearLR(o, 0.1, total_iters=3), L.CosineAnnealingLR(o, 9)], [3]),
+                      lambda: S.SequentialLR([S.LinearLR(0.1, total_iters=3), S.CosineAnnealingLR(9)], [3])),
+    "OneCycle": (lambda o: L.OneCycleLR(o, max_lr=0.5, total_steps=STEPS + 1),
+                 lambda: S.OneCycleLR(max_lr=0.5, total_steps=STEPS + 1)),
+    "Lambda": (lambda o: L.LambdaLR(o, lambda k: 1.0 / (k + 1)), lambda: S.LambdaLR(lambda k: 1.0 / (k + 1), 50)),
+}
+
+
+def _pair(make_torch, make_lrf, device="cpu", opt="SGD", **kw):
+    torch.manual_seed(0)
+    a = nn.Linear(4, 3).double().to(device)
+    b = copy.deepcopy(a)
+    kw = dict(kw, lr=LR)
+    topt = getattr(torch.optim, opt)(b.parameters(), **kw)
+    tsched = make_torch(topt)
+    lopt = getattr(lrfused, opt)(a.parameters(), schedule=make_lrf(), **kw)
+    return a, b, lopt, topt, tsched
+
+
+def _grads(a, b, k):
+    g = torch.Generator().manual_seed(k)
+    for p, q in zip(a.parameters(), b.parameters()):
+        grad = torch.randn(p.shape, generator=g, dtype=p.dtype).to(p.device)
+        p.grad, q.grad = grad.clone(), grad.clone()
+
+
+def _lr(group):
+    return float(group["lr"])
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_lr_and_initial_lr_follow_torch(name):
+    a, b, lopt, topt, tsched = _pair(*CASES[name], momentum=0.9)
+    assert lopt.param_groups[0]["initial_lr"] == LR
+    if name != "OneCycle":  # torch's OneCycleLR keeps max_lr / div_factor there; its base lr is unused
+        assert topt.param_groups[0]["initial_lr"] == LR
+    assert _lr(lopt.param_groups[0]) == pytest.approx(_lr(topt.param_groups[0]), rel=REL)
+    for k in range(STEPS):
+        _grads(a, b, k)
+        lopt.step()
+        topt.step()
+        tsched.step()
+        assert isinstance(lopt.param_groups[0]["lr"], float)
+        assert _lr(lopt.param_groups[0]) == pytest.approx(_lr(topt.param_groups[0]), rel=REL), f"step {k}"
+    for p, q in zip(a.parameters(), b.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-12, atol=1e-12)
+
+
+def test_plateau_lr_follows_torch():
+    metrics = [1.0, 0.9, 0.95, 0.97, 0.99, 0.8, 0.85, 0.86, 0.87]
+    a, b, lopt, topt, tsched = _pair(lambda o: L.ReduceLROnPlateau(o, patience=1, factor=0.5),
+                                     lambda: S.ReduceLROnPlateau(patience=1, factor=0.5))
+    for k, m in enumerate(metrics):
+        _grads(a, b, k)
+        lopt.step()
+        topt.step()
+        lopt.report(m)
+        tsched.step(m)
+        assert _lr(lopt.param_groups[0]) == _lr(topt.param_groups[0]), f"step {k}"
+    assert _lr(lopt.param_groups[0]) < LR
+
+
+@pytest.mark.parametrize("name", ["StepLR", "Lambda"])
+def test_a_write_to_lr_rescales_the_schedule_as_torch_chainable_schedulers_do(name):
+    make_torch = {"StepLR": lambda o: L.StepLR(o, 3, 0.5),
+                  "Lambda": lambda o: L.MultiplicativeLR(o, lambda k: 0.9)}[name]
+    make_lrf = {"StepLR": lambda: S.StepLR(3, 0.5), "Lambda": lambda: S.MultiplicativeLR(lambda k: 0.9, 50)}[name]
+    a, b, lopt, topt, tsched = _pair(make_torch, make_lrf)
+    for k in range(STEPS):
+        if k == 4:
+            for o in (lopt, topt):
+                o.param_groups[0]["lr"] = o.param_groups[0]["lr"] * 0.25
+        _grads(a, b, k)
+        lopt.step()
+        topt.step()
+        tsched.step()
+        assert _lr(lopt.param_groups[0]) == pytest.approx(_lr(topt.param_groups[0]), rel=REL), f"step {k}"
+    for p, q in zip(a.parameters(), b.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-12, atol=1e-12)
+
+
+def test_without_a_schedule_lr_is_simply_the_lr():
+    p = nn.Parameter(torch.randn(3, dtype=torch.float64))
+    opt = lrfused.SGD([p], lr=LR)
+    p.grad = torch.ones_like(p)
+    opt.step()
+    assert opt.param_groups[0]["lr"] == LR and "initial_lr" not in opt.param_groups[0]
+
+
+def test_checkpoints_keep_the_convention_both_ways():
+    a, b, lopt, topt, tsched = _pair(*CASES["Cosine"], opt="Adam")
+    for k in range(5):
+        _grads(a, b, k)
+        lopt.step()
+        topt.step()
+        tsched.step()
+    sd = copy.deepcopy(lopt.state_dict())
+    assert sd["param_groups"][0]["initial_lr"] == LR
+    assert sd["param_groups"][0]["lr"] == pytest.approx(_lr(topt.param_groups[0]), rel=REL)
+    # lrfused -> lrfused, and torch (with its scheduler) -> lrfused: both continue as torch does
+    for source in (sd, copy.deepcopy(topt.state_dict())):
+        c = copy.deepcopy(a)
+        resumed = lrfused.Adam(c.parameters(), lr=LR, schedule=S.CosineAnnealingLR(10, 1e-3))
+        resumed.load_state_dict(source)
+        d, t2 = copy.deepcopy(b), None
+        assert resumed.param_groups[0]["initial_lr"] == LR
+        for k in range(5, 8):
+            g = torch.Generator().manual_seed(k)
+            for p in c.parameters():
+                p.grad = torch.randn(p.shape, generator=g, dtype=p.dtype)
+            resumed.step()
+            assert _lr(resumed.param_groups[0]) == pytest.approx(S.CosineAnnealingLR(10, 1e-3).lr_at(k + 1, LR),
+                                                                 rel=REL)
+        del d, t2
+
+
+@pytest.mark.cuda
+def test_gpu_groups_show_a_device_tensor_without_syncing():
+    a, b, lopt, topt, tsched = _pair(*CASES["warmup-cosine"], device="cuda")
+    _grads(a, b, 0)
+    lopt.step()  # warm-up (creates state)
+    topt.step()
+    tsched.step()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for k in range(1, 6):
+            _grads(a, b, k)
+            lopt.step()
+            topt.step()
+            tsched.step()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    lr = lopt.param_groups[0]["lr"]
+    assert isinstance(lr, torch.Tensor) and lr.device.type == "cuda" and lr.dim() == 0
+    assert float(lr) == pytest.approx(_lr(topt.param_groups[0]), rel=1e-12)
+    assert lopt.state_dict()["param_groups"][0]["lr"] == pytest.approx(float(lr))
+
+
+def test_a_write_before_a_plateau_report_is_what_it_reduces_from():
+    a, b, lopt, topt, tsched = _pair(lambda o: L.ReduceLROnPlateau(o, patience=0, factor=0.5),
+                                     lambda: S.ReduceLROnPlateau(patience=0, factor=0.5))
+    for k, m in enumerate([1.0, 2.0, 3.0, 4.0]):
+        _grads(a, b, k)
+        lopt.step()
+        topt.step()
+        if k == 1:
+            for o in (lopt, topt):
+                o.param_groups[0]["lr"] = 0.06
+        lopt.report(m)
+        tsched.step(m)
+        assert _lr(lopt.param_groups[0]) == _lr(topt.param_groups[0]), f"step {k}"
+    for p, q in zip(a.parameters(), b.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-12, atol=1e-12)
