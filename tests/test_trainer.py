@@ -302,3 +302,67 @@ def test_lightning_plateau_monitor(tmp_path):
     assert opt.scheduler.best == pytest.approx(torch_sched.best, rel=1e-6)
     assert opt.scheduler.num_bad_epochs == torch_sched.num_bad_epochs
     assert opt.scheduler.get_lr() == pytest.approx(torch_sched.get_last_lr(), rel=1e-12)
+
+
+# ---- what loggers read from param_groups, against torch ------------------------------------------
+
+def _lr_monitor_log(tmp_path, make_opt_and_sched):
+    """The lr values Lightning's LearningRateMonitor logs per step (it reads param_groups[i]["lr"] at each
+    batch start)."""
+    L = pytest.importorskip("lightning")
+    from lightning.pytorch.callbacks import LearningRateMonitor
+    from lightning.pytorch.loggers.logger import Logger
+
+    class Collect(Logger):
+        def __init__(self):
+            super().__init__()
+            self.lrs = []
+
+        @property
+        def name(self):
+            return "collect"
+
+        @property
+        def version(self):
+            return 0
+
+        def log_hyperparams(self, *args, **kwargs):
+            pass
+
+        def log_metrics(self, metrics, step=None):
+            self.lrs += [v for k, v in sorted(metrics.items()) if k.startswith("lr-")]
+
+    class Module(L.LightningModule):
+        def __init__(self):
+            super().__init__()
+            torch.manual_seed(0)
+            self.net = _Regression().net
+
+        def training_step(self, batch, batch_idx):
+            return nn.functional.mse_loss(self.net(batch["x"]).squeeze(-1), batch["labels"])
+
+        def configure_optimizers(self):
+            opt, sched = make_opt_and_sched(self.parameters())
+            return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    logger = Collect()
+    trainer = L.Trainer(max_steps=STEPS, accelerator="cpu", devices=1, logger=logger, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, default_root_dir=str(tmp_path),
+                        callbacks=[LearningRateMonitor(logging_interval="step")], log_every_n_steps=1)
+    trainer.fit(Module(), _loader())
+    return logger.lrs
+
+
+def test_lightning_learning_rate_monitor_logs_what_it_logs_with_torch(tmp_path):
+    def with_lrfused(params):
+        opt = lrfused.AdamW(params, lr=BASE_LR, schedule=_warmup_cosine())
+        return opt, opt.scheduler
+
+    def with_torch(params):
+        opt = torch.optim.AdamW(params, lr=BASE_LR)
+        return opt, _torch_warmup_cosine(opt)
+
+    ours, theirs = _lr_monitor_log(tmp_path / "a", with_lrfused), _lr_monitor_log(tmp_path / "b", with_torch)
+    assert len(ours) == len(theirs) == STEPS
+    assert ours == pytest.approx(theirs, rel=1e-12)
+    assert len(set(ours)) > 3  # the schedule moved, and the log followed it
