@@ -212,3 +212,80 @@ def test_from_torch_names_its_horizon():
         warnings.simplefilter("error")
         s = S.from_torch(sched, total_steps=50)
     assert s.max_step() == 49 and s.lr_at(49, 1.0) == 1 / 50
+
+
+# ---- everything around the optimizer, with no lrfused schedule: torch drives lrfused as it drives torch --
+
+def _twin_models():
+    torch.manual_seed(0)
+    a = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 1)).double()
+    return a, copy.deepcopy(a)
+
+
+def _train_twins(a, b, la, tb, steps, after_step=None):
+    for k in range(steps):
+        x = torch.randn(5, 4, generator=torch.Generator().manual_seed(k), dtype=torch.float64)
+        for m, o in ((a, la), (b, tb)):
+            o.zero_grad(set_to_none=True)
+            m(x).square().mean().backward()
+            o.step()
+        if after_step:
+            after_step(k)
+
+
+def test_swalr_and_averaged_model_with_an_lrfused_optimizer():
+    from torch.optim.swa_utils import SWALR, AveragedModel
+
+    a, b = _twin_models()
+    la, tb = lrfused.SGD(a.parameters(), lr=0.1, momentum=0.9), torch.optim.SGD(b.parameters(), lr=0.1, momentum=0.9)
+    sa, sb = SWALR(la, swa_lr=0.02, anneal_epochs=3), SWALR(tb, swa_lr=0.02, anneal_epochs=3)
+    avg_a, avg_b = AveragedModel(a), AveragedModel(b)
+
+    def after(k):
+        sa.step()
+        sb.step()
+        avg_a.update_parameters(a)
+        avg_b.update_parameters(b)
+        assert la.param_groups[0]["lr"] == tb.param_groups[0]["lr"]
+    _train_twins(a, b, la, tb, 6, after)
+    for p, q in zip(avg_a.parameters(), avg_b.parameters()):
+        torch.testing.assert_close(p, q, **TOL)
+    assert la.param_groups[0]["lr"] == pytest.approx(0.02)
+
+
+def test_a_user_written_torch_lr_scheduler_drives_lrfused():
+    class HalveEveryTwo(torch.optim.lr_scheduler.LRScheduler):
+        def get_lr(self):
+            return [base * 0.5 ** (self.last_epoch // 2) for base in self.base_lrs]
+
+    a, b = _twin_models()
+    la, tb = lrfused.Adam(a.parameters(), lr=0.05), torch.optim.Adam(b.parameters(), lr=0.05)
+    sa, sb = HalveEveryTwo(la), HalveEveryTwo(tb)
+
+    def after(k):
+        sa.step()
+        sb.step()
+    _train_twins(a, b, la, tb, 7, after)
+    assert sa.get_last_lr() == sb.get_last_lr()
+    for p, q in zip(a.parameters(), b.parameters()):
+        torch.testing.assert_close(p, q, **TOL)
+
+
+def test_optimizer_hooks_are_called_as_in_torch():
+    calls = []
+    a, _ = _twin_models()
+    opt = lrfused.AdamW(a.parameters(), lr=1e-2, schedule=S.StepLR(2))
+    handles = [opt.register_step_pre_hook(lambda o, args, kw: calls.append("pre")),
+               opt.register_step_post_hook(lambda o, args, kw: calls.append("post")),
+               opt.register_state_dict_pre_hook(lambda o: calls.append("sd-pre")),
+               opt.register_state_dict_post_hook(lambda o, sd: calls.append("sd-post")),
+               opt.register_load_state_dict_pre_hook(lambda o, sd: calls.append("load-pre")),
+               opt.register_load_state_dict_post_hook(lambda o: calls.append("load-post"))]
+    a(torch.randn(2, 4, dtype=torch.float64)).sum().backward()
+    opt.step()
+    opt.load_state_dict(opt.state_dict())
+    assert calls == ["pre", "post", "sd-pre", "sd-post", "load-pre", "load-post"]
+    for h in handles:
+        h.remove()
+    opt.step()
+    assert len(calls) == 6
