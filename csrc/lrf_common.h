@@ -22,11 +22,13 @@ enum SchedSlot : int {
   SCHED_LAST_LR = 8,         // [8, 8 + G): lr applied by the latest step, per group
   // [8 + G, 8 + 2G): ReduceLROnPlateau's current lr per group (initialised to the group's base lr)
   // [8 + 2G, 8 + 3G): the lr the next step applies, per group (what param_groups[g]["lr"] shows)
+  // [8 + 3G, 8 + 4G): the momentum|beta1 the next step applies (what a momentum-cycling group shows)
 };
-constexpr int kSchedSlotsPerGroup = 3;
+constexpr int kSchedSlotsPerGroup = 4;
 
 LRF_HD int sched_plateau_lr_slot(int num_groups, int group) { return SCHED_LAST_LR + num_groups + group; }
 LRF_HD int sched_next_lr_slot(int num_groups, int group) { return SCHED_LAST_LR + 2 * num_groups + group; }
+LRF_HD int sched_next_momentum_slot(int num_groups, int group) { return SCHED_LAST_LR + 3 * num_groups + group; }
 // Number of groups of a sched_state of `numel` slots, or -1 when numel is not a valid size.
 LRF_HD int64_t sched_num_groups(int64_t numel) {
   const int64_t per_group = numel - SCHED_LAST_LR;

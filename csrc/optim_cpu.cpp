@@ -94,6 +94,7 @@ void cpu_group_step(const GroupStep& step, const cpu::TensorRef* refs, int64_t n
   const double lr = sched::lr_at(program, k, step.hyper[HYPER_LR], plateau_lr);
   state[SCHED_LAST_LR + group] = lr;
   state[sched_next_lr_slot(num_groups, group)] = sched::lr_at(program, k + 1, step.hyper[HYPER_LR], plateau_lr);
+  state[sched_next_momentum_slot(num_groups, group)] = sched::momentum_at(program, k + 1, step.hyper[HYPER_MOMENTUM]);
 
   cpu::StepConfig cfg;
   cfg.optimizer = static_cast<int>(step.optimizer);

@@ -37,6 +37,10 @@ def _plateau_lr_slot(num_groups: int, g: int) -> int:
 def _next_lr_slot(num_groups: int, g: int) -> int:
     return _LAST_LR + 2 * num_groups + g
 
+
+def _next_momentum_slot(num_groups: int, g: int) -> int:
+    return _LAST_LR + 3 * num_groups + g
+
 _STATE_DTYPES = {torch.float32, torch.float64, torch.bfloat16, torch.float16}
 # (parameter dtype, state dtype) pairs the kernels implement besides state in the parameter's dtype
 _MIXED_STATE = {(torch.bfloat16, torch.float32), (torch.float16, torch.float32), (torch.float32, torch.bfloat16)}
@@ -187,6 +191,7 @@ class _FusedOptimizer(torch.optim.Optimizer):
         self._programs: dict[tuple, tuple] = {}
         self._host_steps = 0  # step() calls; an upper bound of the device's k (skipped steps do not count there)
         self._shown = {}  # group index -> the object lrfused last put in group["lr"]
+        self._lr_views = None  # (group, next-lr view, next-momentum view) per shown group, built lazily
         super().__init__(params, defaults)
 
     # ---- groups -------------------------------------------------------------------------------
@@ -230,6 +235,8 @@ class _FusedOptimizer(torch.optim.Optimizer):
             group.setdefault("initial_lr", group["lr"])
             group["lr"] = float(group["schedule"].lr_at(0, self._value(group["initial_lr"])))
             self._shown[len(self.param_groups) - 1] = group["lr"]
+        if group["schedule"].cycles_momentum:  # as torch's CyclicLR / OneCycleLR set it when built
+            self._set_momentum(group, float(self._momentum_at(group, 0)))
         # Known once per parameter set, not scanned per step.
         self._has_dtensor = getattr(self, "_has_dtensor", False) or any(_is_dtensor(p) for p in params)
         self._invalidate()
@@ -301,6 +308,7 @@ class _FusedOptimizer(torch.optim.Optimizer):
             base_lr = self._base_lr(group)
             values[_LAST_LR + g] = values[_next_lr_slot(num_groups, g)] = group["schedule"].lr_at(0, base_lr)
             values[_plateau_lr_slot(num_groups, g)] = base_lr
+            values[_next_momentum_slot(num_groups, g)] = self._momentum_at(group, 0)
         if old is not None:  # groups were added: keep the counters and what the old groups had
             old = old.cpu()
             n = (old.numel() - _LAST_LR) // _SLOTS_PER_GROUP
@@ -314,6 +322,10 @@ class _FusedOptimizer(torch.optim.Optimizer):
         return state
 
     # ---- what param_groups show: torch's scheduler convention -------------------------------------
+    def _momentum_at(self, group, k: int) -> float:
+        fallback = self._hyper(group)[1]
+        return group["schedule"].momentum_at(k, fallback) if group["schedule"].cycles_momentum else fallback
+
     @staticmethod
     def _scheduled(group) -> bool:
         return not isinstance(group.get("schedule"), _schedules.Constant)
@@ -348,26 +360,35 @@ class _FusedOptimizer(torch.optim.Optimizer):
         the next step applies. A Python float for CPU parameters; for GPU parameters a 0-dim float64 tensor
         that the kernels keep current (a view into the schedule state: no synchronisation; reading it as a
         number synchronises)."""
-        views = getattr(self, "_lr_views", None)
+        views = self._lr_views
         if views is None:
             views = self._lr_views = self._make_lr_views()
-        for g, view in views:
+        for g, view, momentum in views:
             group = self.param_groups[g]
-            value = float(view) if view.device.type == "cpu" else view
-            group["lr"] = value
-            self._shown[g] = value
+            if view is not None:
+                value = float(view) if view.device.type == "cpu" else view
+                group["lr"] = value
+                self._shown[g] = value
+            if momentum is not None:
+                self._set_momentum(group, float(momentum) if momentum.device.type == "cpu" else momentum)
+
+    def _set_momentum(self, group, value) -> None:
+        """What torch's CyclicLR / OneCycleLR leave in a group: SGD's momentum or Adam's betas[0]."""
+        raise NotImplementedError
 
     def _make_lr_views(self):
         num_groups = len(self.param_groups)
         views = []
         for g, group in enumerate(self.param_groups):
-            if not self._scheduled(group) or not group["params"]:
+            cycles = group["schedule"].cycles_momentum
+            if not (self._scheduled(group) or cycles) or not group["params"]:
                 continue
             state = self._sched_states.get(_local(group["params"][0]).device)
             if state is None or state.numel() != _sched_size(num_groups):
                 continue
             slot = _plateau_lr_slot(num_groups, g) if group["schedule"].is_plateau else _next_lr_slot(num_groups, g)
-            views.append((g, state[slot]))
+            views.append((g, state[slot] if self._scheduled(group) else None,
+                          state[_next_momentum_slot(num_groups, g)] if cycles else None))
         return views
 
     def _plateau_schedule(self):
@@ -663,9 +684,14 @@ class _FusedOptimizer(torch.optim.Optimizer):
     # ---- checkpoints ---------------------------------------------------------------------------
     def state_dict(self) -> dict:
         sd = super().state_dict()
-        for group in sd["param_groups"]:  # a GPU group's lr is a device view: checkpoints hold the number
-            if isinstance(group.get("lr"), torch.Tensor) and any(group["lr"] is v for _, v in self._lr_views or ()):
-                group["lr"] = float(group["lr"])
+        views = [t for entry in (self._lr_views or ()) for t in entry[1:] if t is not None]
+        ours = lambda x: isinstance(x, torch.Tensor) and any(x is v for v in views)  # noqa: E731
+        for group in sd["param_groups"]:  # a GPU group shows device views: checkpoints hold the numbers
+            for key in ("lr", "momentum"):
+                if ours(group.get(key)):
+                    group[key] = float(group[key])
+            if "betas" in group and ours(group["betas"][0]):
+                group["betas"] = (float(group["betas"][0]), group["betas"][1])
         sd["lrfused"] = {"sched_state": {str(d): s.detach().cpu().clone() for d, s in self._sched_states.items()},
                          "host_steps": self._host_steps}
         return sd
@@ -717,9 +743,10 @@ class _FusedOptimizer(torch.optim.Optimizer):
         if not saved:
             return {}
         num_groups = len(self.param_groups)
-        for name, s in saved.items():  # checkpoints from before the next-lr slots: add them
+        for name, s in saved.items():  # checkpoints from before the next-lr/momentum slots: add them
             if s.numel() == _LAST_LR + 2 * num_groups:
-                saved[name] = torch.cat([s, s[_LAST_LR:_LAST_LR + num_groups]])
+                momenta = torch.tensor([self._momentum_at(g, 0) for g in self.param_groups], dtype=s.dtype)
+                saved[name] = torch.cat([s, s[_LAST_LR:_LAST_LR + num_groups], momenta])
         most_advanced = max(saved.values(), key=lambda s: float(s[_SCHED_STEP]))
         devices = {p.device for g in self.param_groups for p in g["params"]}
         return {device: saved.get(str(device), most_advanced).to(device=device, dtype=torch.float64).clone()
@@ -816,8 +843,11 @@ class SGD(_FusedOptimizer):
     def _state_keys(self, group) -> tuple:
         # A schedule that cycles momentum sets it at every step (as torch's CyclicLR/OneCycleLR overwrite
         # group["momentum"]), so the buffer exists even when the constructor's momentum is 0.
-        momentum = group["momentum"] != 0 or group["schedule"].cycles_momentum
+        momentum = group["schedule"].cycles_momentum or group["momentum"] != 0
         return ("momentum_buffer",) if momentum else ()
+
+    def _set_momentum(self, group, value) -> None:
+        group["momentum"] = value
 
     def _allowed_state_keys(self) -> tuple:
         return ("momentum_buffer", "step")
@@ -827,7 +857,7 @@ class SGD(_FusedOptimizer):
 
     def _hyper(self, group) -> tuple:
         v = self._value
-        return (self._lr_hyper(group), float(group["momentum"]), float(group["dampening"]), 0.0,
+        return (self._lr_hyper(group), v(group["momentum"]), float(group["dampening"]), 0.0,
                 v(group["weight_decay"]))
 
 
@@ -875,6 +905,9 @@ class Adam(_FusedOptimizer):
 
     def _allowed_state_keys(self) -> tuple:
         return ("step", "exp_avg", "exp_avg_sq", "max_exp_avg_sq")
+
+    def _set_momentum(self, group, value) -> None:
+        group["betas"] = (value, group["betas"][1])
 
     def _required_loaded_keys(self, saved_group) -> tuple:
         keys = ("step", "exp_avg", "exp_avg_sq")

@@ -276,7 +276,8 @@ def test_opcheck_fused_step_with_grad_scale_and_found_inf():
 
 
 def test_opcheck_advance():
-    state = torch.zeros(8 + 3 * 2, dtype=torch.float64)
+    layout = lrfused._ops._C.sched_layout()
+    state = torch.zeros(layout["last_lr"] + layout["slots_per_group"] * 2, dtype=torch.float64)
     state[0] = 5.0
     torch.library.opcheck(torch.ops.lrfused.advance_.default, (state, None))
     torch.library.opcheck(torch.ops.lrfused.advance_.default, (state.clone(), torch.tensor(0.0)))

@@ -16,6 +16,11 @@ from lrfused import schedules as S
 from lrfused import _ops
 
 ops = torch.ops.lrfused
+_LAYOUT = _ops._C.sched_layout()
+
+
+def _sched_size(num_groups):
+    return _LAYOUT["last_lr"] + _LAYOUT["slots_per_group"] * num_groups
 
 # One schedule of every node kind, composites included: the programs the corruption test starts from.
 SCHEDULES = [
@@ -58,7 +63,7 @@ def test_malformed_program_refused_by_fused_step_with_nothing_changed():
     g = torch.randn(7)
     step = torch.zeros((), dtype=torch.float32)
     buf = torch.zeros(7)
-    sched_state = torch.zeros(11, dtype=torch.float64)  # 8 + 3 slots for one group
+    sched_state = torch.zeros(_sched_size(1), dtype=torch.float64)
     before = [t.clone() for t in (p, g, step, buf, sched_state)]
     program = torch.tensor([2.0, 4.0, 0.0, 0.5], dtype=torch.float64)
     with pytest.raises(RuntimeError, match="invalid schedule program"):
@@ -102,11 +107,11 @@ def test_every_packed_schedule_is_valid():
 
 def test_fused_step_without_tensors_records_the_applied_lr():
     schedule = S.StepLR(2, 0.5)
-    sched_state = torch.zeros(11, dtype=torch.float64)  # 8 + 3 slots for one group
+    sched_state = torch.zeros(_sched_size(1), dtype=torch.float64)
     sched_state[0] = 5  # k
     ops.fused_step_([], [], [], [], [], [], sched_state, _program(schedule), 0, 1, 0,
                     [0.1, 0.9, 0.999, 1e-8, 0.0], None, None, None)
-    assert sched_state[8].item() == schedule.lr_at(5, 0.1)
+    assert sched_state[_LAYOUT["last_lr"]].item() == schedule.lr_at(5, 0.1)
 
 
 @pytest.mark.parametrize("compiled", [False, True], ids=["eager", "op-path"])

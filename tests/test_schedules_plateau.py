@@ -5,9 +5,17 @@ import math
 import pytest
 import torch
 
+from lrfused import _ops
 from lrfused import schedules as S
 
-SLOT_BEST, SLOT_BAD, SLOT_COOLDOWN, SLOT_EPOCH, SLOT_LAST_LR = 1, 2, 3, 4, 8
+# The sched_state layout, as the extension defines it (csrc/lrf_common.h).
+_LAYOUT = _ops._C.sched_layout()
+SLOT_BEST, SLOT_BAD, SLOT_COOLDOWN, SLOT_EPOCH, SLOT_LAST_LR = (
+    _LAYOUT[k] for k in ("plateau_best", "plateau_bad", "plateau_cooldown", "plateau_epoch", "last_lr"))
+
+
+def sched_size(num_groups):
+    return SLOT_LAST_LR + _LAYOUT["slots_per_group"] * num_groups
 
 METRICS = [10.0, 9.0, 9.5, 9.4, 9.3, 9.2, 9.1, 8.0, 8.0, 8.0, 8.0, 7.9999, 8.0, 8.1, 8.2, 8.3, 8.4, 8.5,
            7.0, 7.5, 7.2, 7.3, 7.1, 7.05, 7.0, 7.0, 7.0, 7.0, 7.0, 7.0, 7.0, 6.0, 6.5, 6.5, 6.5, 6.5, 6.5,
@@ -16,7 +24,7 @@ METRICS = [10.0, 9.0, 9.5, 9.4, 9.3, 9.2, 9.1, 8.0, 8.0, 8.0, 8.0, 7.9999, 8.0, 
 
 def run_op(schedule, base_lrs, metrics, metric_dtype=torch.float64):
     G = len(base_lrs)
-    state = torch.zeros(8 + 3 * G, dtype=torch.float64)
+    state = torch.zeros(sched_size(G), dtype=torch.float64)
     for g, lr in enumerate(base_lrs):
         state[SLOT_LAST_LR + G + g] = lr
     config = schedule.plateau_config(G)
@@ -105,10 +113,10 @@ def test_plateau_config_and_checks():
         S.StepLR(2).plateau_config(1)
     # host evaluation: the plateau leaf is the base lr
     assert s.lrs(4, 0.3).tolist() == [0.3] * 4
-    state = torch.zeros(8 + 3, dtype=torch.float64)
+    state = torch.zeros(sched_size(1), dtype=torch.float64)
     with pytest.raises(RuntimeError, match="config must hold"):
         torch.ops.lrfused.plateau_report_(state, torch.tensor(1.0), [0.0] * 7, 1)
-    with pytest.raises(RuntimeError, match="sched_state has 11 slots"):
+    with pytest.raises(RuntimeError, match=f"sched_state has {sched_size(1)} slots, expected {sched_size(2)}"):
         torch.ops.lrfused.plateau_report_(state, torch.tensor(1.0), [0.0] * 9, 2)
 
 
@@ -126,7 +134,7 @@ def test_plateau_not_allowed_inside_composites():
 
 
 def test_plateau_ops_pass_opcheck():
-    state = torch.zeros(8 + 3 * 2, dtype=torch.float64)
+    state = torch.zeros(sched_size(2), dtype=torch.float64)
     state[10:12] = 0.1
     torch.library.opcheck(torch.ops.lrfused.plateau_report_.default,
                           (state, torch.tensor(2.0, dtype=torch.float64),

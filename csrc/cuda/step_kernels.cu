@@ -43,6 +43,8 @@ __global__ void schedule_kernel(const ScheduleArgs a) {
   a.sched_state[SCHED_SCHEDULED_MOMENTUM] = sched::momentum_at(a.program, k, a.base_momentum);
   // What param_groups[g]["lr"] shows: the lr of the next step (torch's value after opt.step(); sched.step()).
   a.sched_state[sched_next_lr_slot(a.num_groups, a.group_index)] = sched::lr_at(a.program, k + 1, a.base_lr, plateau_lr);
+  a.sched_state[sched_next_momentum_slot(a.num_groups, a.group_index)] =
+      sched::momentum_at(a.program, k + 1, a.base_momentum);
 }
 
 // ---- finalize: steps += 1 ------------------------------------------------------------------------
