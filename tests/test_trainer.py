@@ -145,7 +145,7 @@ class _Data(torch.utils.data.Dataset):
         return {"x": self.x[i], "labels": self.y[i]}
 
 
-def _hf_trainer(tmp_path, model, opt, sched, callbacks=(), **kw):
+def _hf_trainer(tmp_path, model, opt, sched, callbacks=(), eval_dataset=None, **kw):
     pytest.importorskip("accelerate")
     from transformers import Trainer, TrainingArguments
 
@@ -154,7 +154,7 @@ def _hf_trainer(tmp_path, model, opt, sched, callbacks=(), **kw):
                 dataloader_num_workers=0)
     args.update(kw)
     return Trainer(model=model, args=TrainingArguments(**args), optimizers=(opt, sched), train_dataset=_Data(),
-                   callbacks=list(callbacks))
+                   eval_dataset=eval_dataset, callbacks=list(callbacks))
 
 
 def _recorder(opt):
@@ -366,3 +366,31 @@ def test_lightning_learning_rate_monitor_logs_what_it_logs_with_torch(tmp_path):
     assert len(ours) == len(theirs) == STEPS
     assert ours == pytest.approx(theirs, rel=1e-12)
     assert len(set(ours)) > 3  # the schedule moved, and the log followed it
+
+
+def test_hf_trainer_logs_a_plateau_schedule_as_with_torch(tmp_path):
+    """Under ReduceLROnPlateau the Trainer logs param_groups[0]["lr"] and steps the scheduler with the
+    evaluation metric: lrfused's groups show the reduced lr as torch's do."""
+    def run(path, make):
+        torch.manual_seed(0)
+        model = _Regression()
+        opt, sched = make(model)
+        trainer = _hf_trainer(path, model, opt, sched, eval_dataset=_Data(16), eval_strategy="steps", eval_steps=4,
+                              metric_for_best_model="eval_loss", learning_rate=BASE_LR)
+        trainer.train()
+        return [e["learning_rate"] for e in trainer.state.log_history if "learning_rate" in e]
+
+    def with_lrfused(model):
+        # threshold=10: no evaluation counts as an improvement, so every one after the first reduces the lr
+        opt = lrfused.AdamW(model.parameters(), lr=BASE_LR,
+                            schedule=S.ReduceLROnPlateau(factor=0.5, patience=0, threshold=10.0))
+        return opt, opt.scheduler
+
+    def with_torch(model):
+        opt = torch.optim.AdamW(model.parameters(), lr=BASE_LR)
+        return opt, torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.5, patience=0, threshold=10.0)
+
+    ours, theirs = run(tmp_path / "a", with_lrfused), run(tmp_path / "b", with_torch)
+    assert len(ours) == len(theirs) == STEPS
+    assert [float(x) for x in ours] == pytest.approx(theirs, rel=1e-12)
+    assert min(theirs) < BASE_LR  # the plateau reduced the lr during the run
