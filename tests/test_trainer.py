@@ -394,3 +394,49 @@ def test_hf_trainer_logs_a_plateau_schedule_as_with_torch(tmp_path):
     assert len(ours) == len(theirs) == STEPS
     assert [float(x) for x in ours] == pytest.approx(theirs, rel=1e-12)
     assert min(theirs) < BASE_LR  # the plateau reduced the lr during the run
+
+
+# ---- accelerate ------------------------------------------------------------------------------------
+
+def _accelerate_run(make_opt_and_sched, accumulation=2, mixed_precision="bf16"):
+    accelerate = pytest.importorskip("accelerate")
+    from accelerate.state import AcceleratorState, GradientState
+
+    AcceleratorState._reset_state(True)
+    GradientState._reset_state()
+    torch.manual_seed(0)
+    model = _Regression()
+    opt, sched = make_opt_and_sched(model)
+    acc = accelerate.Accelerator(gradient_accumulation_steps=accumulation, mixed_precision=mixed_precision, cpu=True)
+    loader = torch.utils.data.DataLoader(_Data(48), batch_size=4, shuffle=False)
+    model, opt, loader, sched = acc.prepare(model, opt, loader, sched)
+    lrs = []
+    for batch in loader:
+        with acc.accumulate(model):
+            out = model(**batch)
+            acc.backward(out["loss"])
+            opt.step()
+            sched.step()
+            opt.zero_grad()
+            if acc.sync_gradients:
+                lrs.append(float(opt.optimizer.param_groups[0]["lr"]))
+    AcceleratorState._reset_state(True)
+    GradientState._reset_state()
+    return [p.detach().clone() for p in acc.unwrap_model(model).parameters()], lrs
+
+
+def test_accelerate_prepare_with_accumulation_and_mixed_precision():
+    def with_lrfused(model):
+        opt = lrfused.AdamW(model.parameters(), lr=BASE_LR, schedule=_warmup_cosine(12))
+        return opt, opt.scheduler
+
+    def with_torch(model):
+        opt = torch.optim.AdamW(model.parameters(), lr=BASE_LR)
+        return opt, _torch_warmup_cosine(opt, 12)
+
+    ours, our_lrs = _accelerate_run(with_lrfused)
+    theirs, their_lrs = _accelerate_run(with_torch)
+    assert len(our_lrs) == len(their_lrs) == 6  # 12 batches, an optimizer step every 2
+    assert our_lrs == pytest.approx(their_lrs, rel=1e-12)
+    for p, q in zip(ours, theirs):
+        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
