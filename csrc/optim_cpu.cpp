@@ -119,10 +119,16 @@ bool flat_compatible(const at::Tensor& t, const at::Tensor& layout) {
 
 namespace {
 
-at::Tensor working_copy(const at::Tensor& t, const at::Tensor& layout, Staging& staging) {
+// t itself when the kernel can walk it in layout's order, else a copy in that layout: copied back after
+// the kernel when write_back, else only kept alive (a gradient the kernel only reads).
+at::Tensor working_copy(const at::Tensor& t, const at::Tensor& layout, Staging& staging, bool write_back = true) {
   if (flat_compatible(t, layout)) return t;
   at::Tensor w = at::empty_like(layout, at::MemoryFormat::Preserve).copy_(t);
-  staging.copies.emplace_back(t, w);
+  if (write_back) {
+    staging.copies.emplace_back(t, w);
+  } else {
+    staging.read_only.push_back(w);
+  }
   return w;
 }
 }  // namespace
@@ -134,18 +140,7 @@ cpu::TensorRef make_tensor_ref(const at::Tensor& param, const at::Tensor& grad, 
   const at::Tensor pw = working_copy(p, p.is_non_overlapping_and_dense() ? p : p.contiguous(), staging);
   cpu::TensorRef r;
   r.param = pw.data_ptr();
-  if (write_grad) {
-    r.grad = working_copy(real_view(grad), pw, staging).data_ptr();
-  } else {
-    const at::Tensor g = real_view(grad);
-    if (flat_compatible(g, pw)) {
-      r.grad = g.data_ptr();
-    } else {  // read only: a copy in the param's layout, kept alive by the staging list but not written back
-      at::Tensor w = at::empty_like(pw, at::MemoryFormat::Preserve).copy_(g);
-      staging.read_only.push_back(w);
-      r.grad = w.data_ptr();
-    }
-  }
+  r.grad = working_copy(real_view(grad), pw, staging, write_grad).data_ptr();
   r.s1 = s1 ? working_copy(real_view(*s1), pw, staging).data_ptr() : nullptr;
   r.s2 = s2 ? working_copy(real_view(*s2), pw, staging).data_ptr() : nullptr;
   r.s3 = s3 ? working_copy(real_view(*s3), pw, staging).data_ptr() : nullptr;
@@ -207,10 +202,6 @@ void fused_step_cpu(at::TensorList params, at::TensorList grads, at::TensorList 
     TORCH_CHECK(p.device().is_cpu(), "lrfused: params[", i, "] is on ", p.device(), ", expected cpu");
     TORCH_CHECK(p.scalar_type() == param_type, "lrfused: params[", i, "] is ", p.scalar_type(),
                 " but the group's params are ", param_type);
-    TORCH_CHECK(!g.is_sparse(), "lrfused: grads[", i, "] is sparse; lrfused does not support sparse gradients");
-    TORCH_CHECK(g.scalar_type() == param_type && g.sizes() == p.sizes() && g.device() == p.device(),
-                "lrfused: grads[", i, "] (", g.scalar_type(), ", ", g.sizes(), ", ", g.device(),
-                ") does not match its param (", p.scalar_type(), ", ", p.sizes(), ", ", p.device(), ")");
     check_grad(p, g, grad_scale.has_value());
     TORCH_CHECK(steps[i].scalar_type() == at::kFloat && steps[i].numel() == 1 && steps[i].device().is_cpu(),
                 "lrfused: steps[", i, "] must be a one-element float32 CPU tensor");

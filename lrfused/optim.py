@@ -335,25 +335,35 @@ class _FusedOptimizer(torch.optim.Optimizer):
         lr, as in torch without a scheduler, and may be written by a torch scheduler)."""
         return self._value(group["initial_lr"] if self._scheduled(group) and "initial_lr" in group else group["lr"])
 
-    def _absorb_lr_writes(self) -> None:
+    def _absorb_lr_writes(self):
         """A user's write to a scheduled group's ``lr`` between steps rescales its schedule: the base becomes
         base * written / shown, so the next step applies the written lr and the schedule goes on from there
         (what torch's chainable schedulers do with such a write). For ReduceLROnPlateau the written lr becomes
         the plateau's current lr, as torch's ReduceLROnPlateau reads it. A write to ``initial_lr`` sets the
-        base directly."""
+        base directly. Returns a function that undoes what this did (for a step that is then refused)."""
+        undo = []
+        num_groups = len(self.param_groups)
         for g, group in enumerate(self.param_groups):
             shown = self._shown.get(g)
             if shown is None or group["lr"] is shown or not self._scheduled(group):
                 continue
             written, before = self._value(group["lr"]), self._value(shown)
             if group["schedule"].is_plateau:
-                num_groups = len(self.param_groups)
                 for state in self._sched_states.values():
-                    state[_plateau_lr_slot(num_groups, g)] = written
+                    slot = _plateau_lr_slot(num_groups, g)
+                    undo.append(lambda state=state, slot=slot, v=state[slot].clone(): state.__setitem__(slot, v))
+                    state[slot] = written
             else:
+                undo.append(lambda group=group, v=group["initial_lr"]: group.__setitem__("initial_lr", v))
                 base = self._value(group["initial_lr"])
                 group["initial_lr"] = written if before == 0 else base * (written / before)
+            undo.append(lambda g=g, v=shown: self._shown.__setitem__(g, v))
             self._shown[g] = group["lr"]
+
+        def run():
+            for action in reversed(undo):
+                action()
+        return run
 
     def _publish_lrs(self) -> None:
         """Puts in each scheduled group's ``lr`` what torch shows after ``opt.step(); sched.step()``: the lr
@@ -437,13 +447,11 @@ class _FusedOptimizer(torch.optim.Optimizer):
             keys = self._state_keys(group)
             for i, p in enumerate(group["params"]):
                 local = _local(p)
-                state = self.state.get(p, {})
-                if "step" not in state:
-                    if p.grad is not None:
-                        _C.check_grad(local, _local(p.grad))
-                    continue
                 if p.grad is not None:
                     _C.check_grad(local, _local(p.grad))
+                state = self.state.get(p, {})
+                if "step" not in state:
+                    continue
                 dtype = self._state_dtype_for(p)
                 step = state["step"]
                 if isinstance(step, torch.Tensor) and _local(step).device != local.device:
@@ -519,12 +527,20 @@ class _FusedOptimizer(torch.optim.Optimizer):
             if t is not None and not isinstance(t, torch.Tensor):
                 raise TypeError(f"lrfused: {name} must be a Tensor or None, got {type(t).__name__}")
         self._check_schedule_bounds()
-        self._absorb_lr_writes()
+        undo = self._absorb_lr_writes()
+        try:
+            self._fused_step(grad_scale, found_inf)
+        except BaseException:
+            undo()  # a refused step changes nothing, the bookkeeping of an lr write included
+            raise
+        self._host_steps += 1
+        self._publish_lrs()
+        return loss
+
+    def _fused_step(self, grad_scale, found_inf) -> None:
         if self._has_dtensor:
             self._op_step(grad_scale, found_inf)
-            self._host_steps += 1
-            self._publish_lrs()
-            return loss
+            return
         if self._plan is None or self._plan_signature != self._signature():
             self._check_not_capturing("the optimizer's parameters, groups or hyperparameters changed")
             self._build_plan()
@@ -538,9 +554,6 @@ class _FusedOptimizer(torch.optim.Optimizer):
             if not self._plan.step(grad_scale, found_inf, clip, buffer, self._stateless, hypers):
                 raise RuntimeError("lrfused: internal error: the launch plan is out of date right after it was "
                                    "rebuilt; nothing was changed by this step")
-        self._host_steps += 1
-        self._publish_lrs()
-        return loss
 
     @staticmethod
     def _check_not_capturing(why: str) -> None:

@@ -197,3 +197,21 @@ def test_cycled_momentum_shows_what_torch_leaves_in_the_group(name, opt):
         assert float(key(lopt.param_groups[0])) == pytest.approx(float(key(topt.param_groups[0])), rel=REL), k
     for p, q in zip(a.parameters(), b.parameters()):
         torch.testing.assert_close(p, q, rtol=1e-12, atol=1e-12)
+
+
+def test_a_refused_step_leaves_an_lr_write_pending():
+    """The write is absorbed into the schedule only by a step that goes ahead: a refused step (a sparse
+    gradient here) changes nothing, and the next good step applies the written lr once."""
+    p = nn.Parameter(torch.randn(4, dtype=torch.float64))
+    opt = lrfused.SGD([p], lr=LR, schedule=S.StepLR(3, 0.5))
+    p.grad = torch.ones_like(p)
+    opt.step()
+    opt.param_groups[0]["lr"] = 0.02
+    p.grad = torch.ones_like(p).to_sparse()
+    with pytest.raises(RuntimeError, match="sparse gradient"):
+        opt.step()
+    assert opt.param_groups[0]["initial_lr"] == LR
+    p.grad = torch.ones_like(p)
+    opt.step()
+    assert opt.get_last_lr() == [pytest.approx(0.02, rel=REL)]
+    assert opt.param_groups[0]["initial_lr"] == pytest.approx(0.02, rel=REL)  # base 0.1 x written 0.02 / shown 0.1
