@@ -23,19 +23,22 @@ NVCC ?= nvcc
 
 all: install
 
-$(STAMP): requirements-dev.txt
+# The development dependencies: pyproject.toml's `dev` extra, the one list (tools/dev_deps.py reads it).
+DEV_DEPS = $$($(PYTHON) tools/dev_deps.py)
+
+$(STAMP): pyproject.toml
 ifeq ($(SYSTEM_TORCH),1)
 	$(PYTHON) -m venv --system-site-packages $(VENV)
-	$(PY) -m pip install -q -r requirements-dev.txt
+	$(PY) -m pip install -q $(DEV_DEPS)
 else
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q "$(TORCH)" -r requirements-dev.txt
+	$(PY) -m pip install -q "$(TORCH)" $(DEV_DEPS)
 endif
 	touch $(STAMP)
 
-$(CUDA_STAMP): requirements-dev.txt
+$(CUDA_STAMP): pyproject.toml
 	$(PYTHON) -m venv $(CUDA_VENV)
-	$(CUDA_VENV)/bin/python -m pip install -q "$(CUDA_TORCH)" -r requirements-dev.txt
+	$(CUDA_VENV)/bin/python -m pip install -q "$(CUDA_TORCH)" $(DEV_DEPS)
 	touch $(CUDA_STAMP)
 
 venv: $(STAMP)

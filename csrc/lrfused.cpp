@@ -9,27 +9,30 @@
 #include "plan.h"
 
 TORCH_LIBRARY(lrfused, m) {
-  // One fused optimizer step for the parameters of one param group that share a device and dtype.
-  // Reads k = sched_state[0], evaluates the group's packed schedule `program` at k, writes the applied
-  // lr to sched_state[SCHED_LAST_LR + group_index] and updates params/state in one pass. Does not
-  // advance k: advance_ does that once per device after every group has been updated.
-  //   optimizer: 0 = SGD, 1 = Adam/AdamW.  flags: bit set of lrfused::OptFlags (update_math.h).
-  //   hyper: [base_lr, momentum|beta1, dampening|beta2, eps, weight_decay]
-  //   state1: SGD momentum buffers | Adam exp_avg; state2: exp_avg_sq; state3: max_exp_avg_sq;
-  //   steps: per-parameter 0-dim float32 step counters (torch's `step` state).
-  //   grad_factor: optional 1-element float32 tensor every gradient is multiplied by (clipping).
-  //   grads are mutated only when grad_scale is given: the unscaled gradient is stored back, as torch's
-  //   fused optimizers do.
+  // One fused optimizer step for the parameters of one param group that share a device and dtype, per
+  // family (named like ATen's _fused_sgd_ / _fused_adam_). Reads k = sched_state[SCHED_STEP], evaluates the
+  // group's packed schedule `program` at k from base_lr (and momentum / beta1 when the schedule does not
+  // cycle it), records the applied lr and the next step's lr and momentum in the group's sched_state slots,
+  // and updates params and state in one pass. Does not advance k: advance_ does that once per device after
+  // every group has been updated. steps: per-parameter 0-dim float32 step counters (torch's `step` state).
+  // grad_factor: optional 1-element tensor every gradient is multiplied by (clipping). grads are mutated
+  // only when grad_scale is given: the unscaled gradient is stored back, as torch's fused optimizers do.
+  // Arguments are checked once for every backend (step_args.h).
   m.def(
-      "fused_step_(Tensor(a!)[] params, Tensor(g!)[] grads, Tensor(b!)[] state1, Tensor(c!)[] state2, "
-      "Tensor(d!)[] state3, Tensor(e!)[] steps, Tensor(f!) sched_state, Tensor program, "
-      "int group_index, int optimizer, int flags, float[] hyper, Tensor? grad_scale, "
-      "Tensor? found_inf, Tensor? grad_factor) -> ()");
+      "fused_sgd_(Tensor(a!)[] params, Tensor(b!)[] grads, Tensor(c!)[] momentum_buffers, Tensor(d!)[] steps, "
+      "Tensor(e!) sched_state, Tensor program, int group_index, *, float base_lr, float momentum, "
+      "float dampening, float weight_decay, bool nesterov, bool maximize, Tensor? grad_scale=None, "
+      "Tensor? found_inf=None, Tensor? grad_factor=None) -> ()");
+  m.def(
+      "fused_adam_(Tensor(a!)[] params, Tensor(b!)[] grads, Tensor(c!)[] exp_avgs, Tensor(d!)[] exp_avg_sqs, "
+      "Tensor(e!)[] max_exp_avg_sqs, Tensor(f!)[] steps, Tensor(g!) sched_state, Tensor program, int group_index, "
+      "*, float base_lr, float beta1, float beta2, float eps, float weight_decay, bool amsgrad, bool maximize, "
+      "bool decoupled_weight_decay, Tensor? grad_scale=None, Tensor? found_inf=None, "
+      "Tensor? grad_factor=None) -> ()");
   // k += 1 unless found_inf is set (a skipped step advances neither the schedule nor bias correction).
   m.def("advance_(Tensor(a!) sched_state, Tensor? found_inf) -> ()");
   // ReduceLROnPlateau: feed one metric (0-dim tensor on sched_state's device) to the state machine.
-  //   config: [mode_is_max, factor, patience, threshold, threshold_is_abs, cooldown, eps,
-  //            min_lr_0 .. min_lr_{num_groups-1}]
+  //   config: the plateau::Config fields (contract.h), then min_lr_0 .. min_lr_{num_groups-1}
   m.def("plateau_report_(Tensor(a!) sched_state, Tensor metric, float[] config, int num_groups) -> ()");
   // Fused clipping: sum of squares of the (unscaled, when grad_scale is given) gradients of one
   // device and dtype, as a 0-dim float64 tensor on their device (accumulated in float64 on every device).
@@ -41,4 +44,5 @@ TORCH_LIBRARY(lrfused, m) {
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, module) {
   lrfused::bind_plan(module);
+  lrfused::bind_contract(module);
 }

@@ -13,12 +13,17 @@
 namespace lrfused {
 namespace op_sig {
 
-using fused_step_ = void(at::TensorList params, at::TensorList grads, at::TensorList state1,
-                         at::TensorList state2, at::TensorList state3, at::TensorList steps,
+using fused_sgd_ = void(at::TensorList params, at::TensorList grads, at::TensorList momentum_buffers,
+                        at::TensorList steps, const at::Tensor& sched_state, const at::Tensor& program,
+                        int64_t group_index, double base_lr, double momentum, double dampening, double weight_decay,
+                        bool nesterov, bool maximize, const std::optional<at::Tensor>& grad_scale,
+                        const std::optional<at::Tensor>& found_inf, const std::optional<at::Tensor>& grad_factor);
+using fused_adam_ = void(at::TensorList params, at::TensorList grads, at::TensorList exp_avgs,
+                         at::TensorList exp_avg_sqs, at::TensorList max_exp_avg_sqs, at::TensorList steps,
                          const at::Tensor& sched_state, const at::Tensor& program, int64_t group_index,
-                         int64_t optimizer, int64_t flags, at::ArrayRef<double> hyper,
-                         const std::optional<at::Tensor>& grad_scale, const std::optional<at::Tensor>& found_inf,
-                         const std::optional<at::Tensor>& grad_factor);
+                         double base_lr, double beta1, double beta2, double eps, double weight_decay, bool amsgrad,
+                         bool maximize, bool decoupled_weight_decay, const std::optional<at::Tensor>& grad_scale,
+                         const std::optional<at::Tensor>& found_inf, const std::optional<at::Tensor>& grad_factor);
 using advance_ = void(const at::Tensor& sched_state, const std::optional<at::Tensor>& found_inf);
 using plateau_report_ = void(const at::Tensor& sched_state, const at::Tensor& metric, at::ArrayRef<double> config,
                              int64_t num_groups);

@@ -9,7 +9,7 @@
 #include <cmath>
 #include <unordered_map>
 
-#include "lrf_common.h"
+#include "contract.h"
 #include "op_signatures.h"
 #include "update_math.h"
 #include "optim_cpu.h"
@@ -107,8 +107,8 @@ class Plan {
     b.state_type = state1.empty() ? b.param_type : real_view(state1[0]).scalar_type();
     b.on_cpu = params[0].device().is_cpu();
     if (b.on_cpu) {
-      to_kernel_dtype(b.param_type, "params");
-      to_kernel_dtype(b.state_type, "state");
+      kernel_dtype(b.param_type, "params");
+      kernel_dtype(b.state_type, "state");
     }
     const c10::Device device = params[0].device();
     auto check_on_device = [&](const std::vector<at::Tensor>& list, const char* what) {
@@ -148,7 +148,7 @@ class Plan {
   // hypers: each group's [lr, momentum|beta1, dampening|beta2, eps, weight_decay] for this step, so that
   // a scheduler or a user editing them between steps costs nothing.
   // max_grad_norm > 0 clips: the global L2 norm of the gradients goes to clip_buffer[0] and the factor
-  // min(1, max_grad_norm / (norm + 1e-6)) (torch.nn.utils.clip_grad_norm_) to clip_buffer[1], which
+  // min(1, max_grad_norm / (norm + kClipEps)) (torch.nn.utils.clip_grad_norm_) to clip_buffer[1], which
   // the update kernels multiply every gradient by.
   bool step(const std::optional<at::Tensor>& grad_scale, const std::optional<at::Tensor>& found_inf,
             double max_grad_norm, const std::optional<at::Tensor>& clip_buffer,
@@ -224,7 +224,7 @@ class Plan {
       double sum_sq = 0.0;
       for (Bucket& b : buckets_) {
         sum_sq += cpu::grad_sum_of_squares(b.refs.data(), static_cast<int64_t>(b.refs.size()),
-                                           to_kernel_dtype(b.param_type, "params"), inv_scale);
+                                           kernel_dtype(b.param_type, "params"), inv_scale);
         for (int64_t i : b.staged_now) {
           const at::Tensor g = real_view(b.params[i].grad()).to(at::kDouble) * inv_scale;
           sum_sq += g.square().sum().item<double>();
@@ -235,7 +235,7 @@ class Plan {
       double* out = buffer.data_ptr<double>();
       out[0] = norm;
       // torch: clip_coef = max_norm / (total_norm + 1e-6), clamped to 1
-      out[1] = std::min(1.0, max_norm / (norm + 1e-6));
+      out[1] = std::min(1.0, max_norm / (norm + kClipEps));
       return;
     }
     at::Tensor sum_sq;
@@ -250,7 +250,7 @@ class Plan {
     }
     const at::Tensor norm = sum_sq.sqrt();
     buffer.narrow(0, 0, 1).copy_(norm.reshape({1}));
-    buffer.narrow(0, 1, 1).copy_((max_norm / (norm + 1e-6)).clamp_max(1.0).reshape({1}));
+    buffer.narrow(0, 1, 1).copy_((max_norm / (norm + kClipEps)).clamp_max(1.0).reshape({1}));
   }
 
   enum GatherStatus : uint8_t { NO_GRAD = 0, FLAT = 1, STAGED = 2, INVALID = 3, CHANGED = 4 };
@@ -316,7 +316,7 @@ class Plan {
       bool flat = p.is_non_overlapping_and_dense();
       auto state_ptr = [&](const std::vector<at::Tensor>& list) -> void* {
         if (list.empty()) return nullptr;
-        flat = flat && flat_compatible(list[i], p);
+        flat = flat && same_walk_order(list[i], p);
         return list[i].data_ptr();
       };
       cpu::TensorRef& r = b.cached[i];
@@ -332,13 +332,13 @@ class Plan {
   void run_cpu(Bucket& b) {
     Staging staging;
     for (int64_t i : b.staged_now) {
-      b.refs.push_back(make_tensor_ref(b.params[i], b.params[i].grad(), b.state1.empty() ? nullptr : &b.state1[i],
-                                       b.state2.empty() ? nullptr : &b.state2[i],
-                                       b.state3.empty() ? nullptr : &b.state3[i], b.steps[i], staging,
-                                       b.step.grad_scale.has_value()));
+      const at::Tensor* state[3] = {b.state1.empty() ? nullptr : &b.state1[i], b.state2.empty() ? nullptr : &b.state2[i],
+                                    b.state3.empty() ? nullptr : &b.state3[i]};
+      b.refs.push_back(make_tensor_ref(
+          flat_param(b.params[i], b.params[i].grad(), state, b.step.grad_scale.has_value(), staging), b.steps[i]));
     }
-    cpu_group_step(b.step, b.refs.data(), static_cast<int64_t>(b.refs.size()), to_kernel_dtype(b.param_type, "params"),
-                   to_kernel_dtype(b.state_type, "state"));
+    cpu_group_step(b.step, b.refs.data(), static_cast<int64_t>(b.refs.size()), kernel_dtype(b.param_type, "params"),
+                   kernel_dtype(b.state_type, "state"));
     staging.write_back();
   }
 
@@ -359,9 +359,11 @@ class Plan {
       if (!t) return std::nullopt;
       return t->device() == device ? *t : t->to(device, /*non_blocking=*/true);
     };
-    LRF_OP(fused_step_).call(params, b.grads, s1, s2, s3, steps, b.step.sched_state, b.step.program, b.step.group_index,
-            b.step.optimizer, b.step.flags, b.step.hyper, on_device(b.step.grad_scale), on_device(b.step.found_inf),
-            on_device(b.step.grad_factor));
+    GroupStep step = b.step;
+    step.grad_scale = on_device(b.step.grad_scale);
+    step.found_inf = on_device(b.step.found_inf);
+    step.grad_factor = on_device(b.step.grad_factor);
+    call_step_op(step, params, b.grads, s1, s2, s3, steps);
   }
 
   std::vector<Bucket> buckets_;
@@ -382,17 +384,6 @@ void bind_plan(pybind11::module& module) {
              "Raises unless g can be p's gradient in a fused step (what step() checks first).");
   module.def("check_program", &check_program,
              "Raises unless the tensor is a valid packed schedule program (sched::validate_program).");
-  module.def("sched_layout", []() {
-    pybind11::dict d;
-    d["step"] = static_cast<int>(SCHED_STEP);
-    d["plateau_best"] = static_cast<int>(SCHED_PLATEAU_BEST);
-    d["plateau_bad"] = static_cast<int>(SCHED_PLATEAU_BAD);
-    d["plateau_cooldown"] = static_cast<int>(SCHED_PLATEAU_COOLDOWN);
-    d["plateau_epoch"] = static_cast<int>(SCHED_PLATEAU_EPOCH);
-    d["last_lr"] = static_cast<int>(SCHED_LAST_LR);
-    d["slots_per_group"] = kSchedSlotsPerGroup;
-    return d;
-  }, "The sched_state layout (csrc/lrf_common.h): header slots and slots per group.");
   module.def("cpu_simd_level", []() { return std::string(cpu::simd_level()); });
   pybind11::class_<Plan>(module, "Plan")
       .def(pybind11::init<>())

@@ -4,4 +4,5 @@
 
 namespace lrfused {
 void bind_plan(pybind11::module& module);
+void bind_contract(pybind11::module& module);  // contract_tables.cpp
 }

@@ -1,58 +1,23 @@
-// Every learning-rate schedule formula, once, as host+device code (see ../shared/SCHEDULES.md).
+// Every learning-rate schedule formula, once, as host+device code (formulas: docs/schedules.md).
 //
-// A schedule is packed by lrfused/schedules.py (Schedule._pack) into a flat float64 "program":
-//   node := [kind, node_length_in_doubles, params..., children...]
-// Composite nodes (SEQUENTIAL, CHAINED, PER_EPOCH) hold their children inline after their own params.
+// A schedule is packed by lrfused/schedules (through lrfused/contract.py) into a flat float64 "program";
+// the node kinds and the names and slots of their fields are the contract's (csrc/contract.h):
+//   node := [kind, node_length_in_doubles, fields..., tail..., children...]
+// Composite nodes (SEQUENTIAL, CHAINED, PER_EPOCH) hold their children inline after their own fields.
 // Tabulated schedules carry their table inline. The program is self-contained: the CPU kernel, the
 // CUDA kernels and Schedule.lr_at all evaluate the same bytes with the functions below.
 //
 // Plain-nvcc friendly: no std containers, no exceptions, no recursion (composites are walked with an
-// explicit stack of kMaxStack frames; schedules.py refuses programs that would need more), and only the
+// explicit stack of kMaxStack frames; the schedules refuse programs that would need more), and only the
 // global double functions of <cmath> (cos, pow, ...), which are __host__ __device__ under nvcc.
 #pragma once
 #include <cmath>
 #include <cstdint>
-#include "lrf_common.h"
+#include "contract.h"
 
 namespace lrfused {
 namespace sched {
 
-// Node kinds and their parameter slots (after [kind, length]). Integers are stored as doubles (exact
-// up to 2^53). Keep in sync with lrfused/schedules.py (_K_* constants).
-enum Kind : int {
-  CONSTANT = 0,              // []                                   lr = b
-  TABLE = 1,                 // [n, t_0 .. t_{n-1}]                  lr = b * t[min(k, n-1)]
-  STEP = 2,                  // [step_size, gamma]                   lr = b * gamma^floor(k / step_size)
-  MULTI_STEP = 3,            // [gamma, n, m_0 .. m_{n-1} (sorted)]  lr = b * gamma^#{m_i <= k}
-  CONSTANT_FACTOR = 4,       // [factor, total_iters]                ConstantLR
-  LINEAR = 5,                // [start_factor, end_factor, total_iters]
-  EXPONENTIAL = 6,           // [gamma]
-  POLYNOMIAL = 7,            // [total_iters, power]
-  COSINE = 8,                // [T_max, eta_min]
-  COSINE_WARM_RESTARTS = 9,  // [T_0, T_mult, eta_min]
-  CYCLIC = 10,               // [base_lr, max_lr, total_size, step_ratio, scale(0 tri, 1 tri2, 2 exp_range,
-                             //  3 table), gamma, scale_mode(0 cycle, 1 iterations), cycle_momentum,
-                             //  base_momentum, max_momentum, n, table_0 .. table_{n-1}]
-  ONE_CYCLE = 11,            // [total_steps, anneal(0 cos, 1 linear), cycle_momentum, n_phases,
-                             //  n_phases x (end_step, start_lr, end_lr, start_momentum, end_momentum)]
-  PLATEAU = 12,              // []                                   lr = *plateau_lr (b on the host)
-  SEQUENTIAL = 13,           // [n, milestone_1 .. milestone_{n-1}, child_0 .. child_{n-1}]
-  CHAINED = 14,              // [n, child_0 .. child_{n-1}]          lr = child_{n-1}(..child_0(k, b)..)
-  PER_EPOCH = 15,            // [steps_per_epoch, child]             lr = child(floor(k / steps_per_epoch))
-  // HuggingFace transformers' named schedules (multiplier m(k) of b).
-  HF_CONSTANT_WITH_WARMUP = 20,  // [W]
-  HF_LINEAR = 21,                // [W, T]
-  HF_COSINE = 22,                // [W, T, num_cycles, min_lr_rate, min_lr, use_min_lr]
-  HF_COSINE_RESTARTS = 23,       // [W, T, num_cycles]
-  HF_POLYNOMIAL = 24,            // [W, T, lr_end, power, lr_init (0: the group's base lr)]
-  HF_INVERSE_SQRT = 25,          // [W, timescale]
-  HF_COSINE_WARMUP_MIN_LR = 26,  // [W, T, num_cycles, min_lr_rate, min_lr, use_min_lr, has_warmup_rate,
-                                 //  warmup_lr_rate]
-  HF_WSD = 27,                   // [W, S, D, warmup_type, decay_type (0 linear, 1 cosine, 2 1-sqrt),
-                                 //  min_lr_ratio, num_cycles]
-};
-
-constexpr int kMaxStack = 32;
 constexpr double kPi = 3.141592653589793;  // == Python's math.pi
 
 namespace detail {
@@ -64,31 +29,51 @@ struct Frame {
 
 LRF_HD int kind_of(const double* n) { return static_cast<int>(n[0]); }
 LRF_HD int64_t len_of(const double* n) { return static_cast<int64_t>(n[1]); }
+LRF_HD const double* fields_of(const double* n) { return n + 2; }
 LRF_HD int64_t as_int(double v) { return static_cast<int64_t>(v); }
 LRF_HD int64_t min_i64(int64_t a, int64_t b) { return a < b ? a : b; }
 // Python's max(a, b): the first argument unless the second is strictly greater.
 LRF_HD double max_d(double a, double b) { return b > a ? b : a; }
 
+// ---- primitives --------------------------------------------------------------------------------------
+// The falling half-cosine (1 + cos(angle)) / 2: 1 at angle 0, 0 at pi. Every cosine schedule goes through
+// it; (x * (1 + c)) / 2 and x * ((1 + c) / 2) round identically (halving is exact), so torch's and HF's
+// spellings of the same formula give the same bits.
+LRF_HD double half_cos(double angle) { return 0.5 * (1.0 + cos(angle)); }
+// The rising half-cosine (1 - cos(angle)) / 2 (HF's cosine warmup).
+LRF_HD double half_cos_rising(double angle) { return 0.5 * (1.0 - cos(angle)); }
+// Interpolation from value v (at 1) to end (at 0): end + (v - end) * f.
+LRF_HD double toward(double end, double v, double f) { return end + (v - end) * f; }
+// HF's floor: a multiplier f in [0, 1] rescaled to [floor, 1], never below 0.
+LRF_HD double above_floor(double f, double floor_ratio) { return max_d(0.0, f * (1.0 - floor_ratio) + floor_ratio); }
+// HF's linear warmup: k / max(1, W).
+LRF_HD double hf_warmup(double k, double w) { return k / max_d(1.0, w); }
+// HF's progress after warmup: (k - W) / max(1, T - W).
+LRF_HD double hf_progress(double k_after, double w, double t) { return k_after / max_d(1.0, t - w); }
+
 // Pushes the children of a composite node (so that child 0 is popped first). Returns false for leaves.
 LRF_HD bool expand(const double* n, int64_t k, Frame* stack, int& top) {
-  const double* p = n + 2;
+  const double* p = fields_of(n);
   switch (kind_of(n)) {
     case SEQUENTIAL: {
-      const int64_t count = as_int(p[0]);
+      namespace f = field::SEQUENTIAL;
+      const int64_t count = as_int(p[f::count]);
+      const double* milestones = p + f::kFixed - 1;  // milestone i (i >= 1) starts child i
       int64_t idx = 0;
       int64_t start = 0;
       for (int64_t i = 1; i < count; ++i) {
-        const int64_t m = as_int(p[i]);
+        const int64_t m = as_int(milestones[i]);
         if (m <= k) { idx = i; start = m; }
       }
-      const double* child = p + count;  // after n and the count-1 milestones
+      const double* child = p + f::kFixed + (count - 1);
       for (int64_t i = 0; i < idx; ++i) child += len_of(child);
       if (top < kMaxStack) stack[top++] = Frame{child, k - start};
       return true;
     }
     case CHAINED: {
-      const int64_t count = as_int(p[0]);
-      const double* child = p + 1;
+      namespace f = field::CHAINED;
+      const int64_t count = as_int(p[f::count]);
+      const double* child = p + f::kFixed;
       const int first = top;
       for (int64_t i = 0; i < count && top < kMaxStack; ++i) {
         stack[top++] = Frame{child, k};
@@ -102,8 +87,9 @@ LRF_HD bool expand(const double* n, int64_t k, Frame* stack, int& top) {
       return true;
     }
     case PER_EPOCH: {
-      const int64_t spe = as_int(p[0]);
-      if (top < kMaxStack) stack[top++] = Frame{p + 1, spe > 0 ? k / spe : k};
+      namespace f = field::PER_EPOCH;
+      const int64_t spe = as_int(p[f::steps_per_epoch]);
+      if (top < kMaxStack) stack[top++] = Frame{p + f::kFixed, spe > 0 ? k / spe : k};
       return true;
     }
     default:
@@ -114,131 +100,137 @@ LRF_HD bool expand(const double* n, int64_t k, Frame* stack, int& top) {
 // CyclicLR's position inside the cycle (scale_factor) and amplitude scale (scale_fn), as torch computes
 // them (torch/optim/lr_scheduler.py, CyclicLR.get_lr).
 LRF_HD void cyclic_factors(const double* p, int64_t k, double* s_out, double* g_out) {
-  const double total = p[2], ratio = p[3];
+  namespace f = field::CYCLIC;
+  const double total = p[f::total_size], ratio = p[f::step_ratio];
   const double kd = static_cast<double>(k);
   const double cycle = floor(1.0 + kd / total);
   const double x = 1.0 + kd / total - cycle;
   *s_out = x <= ratio ? x / ratio : (x - 1.0) / (ratio - 1.0);
-  const int scale = static_cast<int>(p[4]);
-  const bool by_cycle = p[6] == 0.0;
+  const int scale = static_cast<int>(p[f::scale]);
+  const bool by_cycle = p[f::scale_mode] == 0.0;
   const double arg = by_cycle ? cycle : kd;
   double g = 1.0;
-  if (scale == 1) {
+  if (scale == cyclic::TRIANGULAR2) {
     g = 1.0 / pow(2.0, arg - 1.0);
-  } else if (scale == 2) {
-    g = pow(p[5], arg);
-  } else if (scale == 3) {
-    const int64_t n = as_int(p[10]);
+  } else if (scale == cyclic::EXP_RANGE) {
+    g = pow(p[f::gamma], arg);
+  } else if (scale == cyclic::TABLE) {
+    const int64_t n = as_int(p[f::count]);
     // The table holds scale_fn(1), scale_fn(2), ... by cycle, or scale_fn(0), scale_fn(1), ... by step.
     int64_t i = by_cycle ? as_int(cycle) - 1 : k;
     if (i < 0) i = 0;
-    g = p[11 + min_i64(i, n - 1)];
+    g = p[f::kFixed + min_i64(i, n - 1)];
   }
   *g_out = g;
 }
 
-LRF_HD double anneal(int strategy, double start, double end, double pct) {
-  if (strategy == 0) {
-    const double cos_out = cos(kPi * pct) + 1.0;
-    return end + (start - end) / 2.0 * cos_out;
-  }
+// OneCycleLR's annealing from start (pct 0) to end (pct 1).
+LRF_HD double anneal_between(int strategy, double start, double end, double pct) {
+  if (strategy == anneal::COS) return toward(end, start, half_cos(kPi * pct));
   return (end - start) * pct + start;
 }
 
 // OneCycleLR: which = 0 for lr, 1 for momentum.
 LRF_HD double one_cycle(const double* p, int64_t k, int which) {
-  const int64_t total = as_int(p[0]);
+  namespace f = field::ONE_CYCLE;
+  namespace ph = field::ONE_CYCLE_PHASE;
+  const int64_t total = as_int(p[f::total_steps]);
   const double step = static_cast<double>(k < total ? k : total);  // lr(T) holds past the end
-  const int strategy = static_cast<int>(p[1]);
-  const int64_t phases = as_int(p[3]);
+  const int strategy = static_cast<int>(p[f::anneal]);
+  const int64_t phases = as_int(p[f::count]);
   double start_step = 0.0;
   for (int64_t i = 0; i < phases; ++i) {
-    const double* ph = p + 4 + 5 * i;
-    const double end_step = ph[0];
+    const double* phase = p + f::kFixed + ph::kFixed * i;
+    const double end_step = phase[ph::end_step];
     if (step <= end_step || i == phases - 1) {
       const double pct = (step - start_step) / (end_step - start_step);
-      return which == 0 ? anneal(strategy, ph[1], ph[2], pct) : anneal(strategy, ph[3], ph[4], pct);
+      return which == 0 ? anneal_between(strategy, phase[ph::start_lr], phase[ph::end_lr], pct)
+                        : anneal_between(strategy, phase[ph::start_momentum], phase[ph::end_momentum], pct);
     }
     start_step = end_step;
   }
   return 0.0;  // unreachable for a valid program (phases >= 1)
 }
 
-LRF_HD double hf_warmup(double k, double w) { return k / max_d(1.0, w); }
+// Whether an HF kind warms up with hf_warmup (the others have warmups of their own).
+LRF_HD bool hf_linear_warmup(int kind) { return kind != HF_COSINE_WARMUP_MIN_LR && kind != HF_WSD; }
+
+// HF's cosine floor ratio: min_lr / b when min_lr is given, else min_lr_rate.
+// (HF_COSINE and HF_COSINE_WARMUP_MIN_LR share these fields' slots: static_asserts below.)
+LRF_HD double hf_min_lr_ratio(const double* p, double b) {
+  namespace f = field::HF_COSINE;
+  return p[f::use_min_lr] != 0.0 ? p[f::min_lr] / b : p[f::min_lr_rate];
+}
+static_assert(field::HF_COSINE::use_min_lr == field::HF_COSINE_WARMUP_MIN_LR::use_min_lr &&
+                  field::HF_COSINE::min_lr == field::HF_COSINE_WARMUP_MIN_LR::min_lr &&
+                  field::HF_COSINE::min_lr_rate == field::HF_COSINE_WARMUP_MIN_LR::min_lr_rate,
+              "hf_min_lr_ratio reads both kinds' floor fields at the same slots");
+
+LRF_HD double wsd_shape(int shape, double prog, double cycles, bool rising) {
+  if (shape == wsd::LINEAR) return rising ? prog : 1.0 - prog;
+  if (shape == wsd::COSINE) return rising ? half_cos_rising(kPi * prog) : half_cos(kPi * cycles * 2.0 * prog);
+  return rising ? 1.0 - sqrt(1.0 - prog) : 1.0 - sqrt(prog);
+}
+
+static_assert(field::HF_CONSTANT_WITH_WARMUP::warmup == 0 && field::HF_LINEAR::warmup == 0 &&
+                  field::HF_COSINE::warmup == 0 && field::HF_COSINE_RESTARTS::warmup == 0 &&
+                  field::HF_POLYNOMIAL::warmup == 0 && field::HF_INVERSE_SQRT::warmup == 0 &&
+                  field::HF_COSINE_WARMUP_MIN_LR::warmup == 0 && field::HF_WSD::warmup == 0,
+              "hf_lr_factor reads the warmup of every HF kind from its first field");
 
 LRF_HD double hf_lr_factor(int kind, const double* p, int64_t k_int, double b) {
   const double k = static_cast<double>(k_int);
-  const double w = p[0];
+  const double w = p[field::HF_LINEAR::warmup];  // every HF kind's first field (static_assert below)
+  if (k < w && hf_linear_warmup(kind)) return hf_warmup(k, w);
   switch (kind) {
     case HF_CONSTANT_WITH_WARMUP:
-      return k < w ? hf_warmup(k, w) : 1.0;
+      return 1.0;
     case HF_LINEAR: {
-      const double t = p[1];
-      if (k < w) return hf_warmup(k, w);
+      const double t = p[field::HF_LINEAR::total];
       return max_d(0.0, (t - k) / max_d(1.0, t - w));
     }
     case HF_COSINE: {
-      const double t = p[1], cycles = p[2];
-      if (k < w) return hf_warmup(k, w);
-      const double r = p[5] != 0.0 ? p[4] / b : p[3];
-      const double progress = (k - w) / max_d(1.0, t - w);
-      double f = 0.5 * (1.0 + cos(kPi * cycles * 2.0 * progress));
-      f = f * (1.0 - r) + r;
-      return max_d(0.0, f);
+      namespace f = field::HF_COSINE;
+      const double progress = hf_progress(k - w, w, p[f::total]);
+      return above_floor(half_cos(kPi * p[f::num_cycles] * 2.0 * progress), hf_min_lr_ratio(p, b));
     }
     case HF_COSINE_RESTARTS: {
-      const double t = p[1], cycles = p[2];
-      if (k < w) return hf_warmup(k, w);
-      const double progress = (k - w) / max_d(1.0, t - w);
+      namespace f = field::HF_COSINE_RESTARTS;
+      const double progress = hf_progress(k - w, w, p[f::total]);
       if (progress >= 1.0) return 0.0;
-      return max_d(0.0, 0.5 * (1.0 + cos(kPi * fmod(cycles * progress, 1.0))));
+      return max_d(0.0, half_cos(kPi * fmod(p[f::num_cycles] * progress, 1.0)));
     }
     case HF_POLYNOMIAL: {
-      const double t = p[1], lr_end = p[2], power = p[3];
-      const double lr_init = p[4] > 0.0 ? p[4] : b;
-      if (k < w) return hf_warmup(k, w);
+      namespace f = field::HF_POLYNOMIAL;
+      const double t = p[f::total], lr_end = p[f::lr_end], power = p[f::power];
+      const double lr_init = p[f::lr_init] > 0.0 ? p[f::lr_init] : b;
       if (k > t) return lr_end / lr_init;
       // t == w: HF divides by zero here; the decay is over, so lr_end (the continuous limit).
       const double pct_remaining = t > w ? 1.0 - (k - w) / (t - w) : 0.0;
       return ((lr_init - lr_end) * pow(pct_remaining, power) + lr_end) / lr_init;
     }
     case HF_INVERSE_SQRT: {
-      const double tau = p[1];
-      if (k < w) return hf_warmup(k, w);
+      const double tau = p[field::HF_INVERSE_SQRT::timescale];
       return 1.0 / sqrt((k + (tau - w)) / tau);
     }
     case HF_COSINE_WARMUP_MIN_LR: {
-      const double t = p[1], cycles = p[2];
+      namespace f = field::HF_COSINE_WARMUP_MIN_LR;
       if (k < w) {
-        if (p[6] == 0.0) return (k + 1.0) / max_d(1.0, w);
-        const double wr = p[7];
+        if (p[f::has_warmup_rate] == 0.0) return (k + 1.0) / max_d(1.0, w);
+        const double wr = p[f::warmup_lr_rate];
         return wr + (1.0 - wr) * k / max_d(1.0, w - 1.0);
       }
-      const double r = p[5] != 0.0 ? p[4] / b : p[3];
-      const double progress = (k - w + 1.0) / max_d(1.0, t - w);
-      double f = 0.5 * (1.0 + cos(kPi * cycles * 2.0 * progress));
-      f = f * (1.0 - r) + r;
-      return max_d(0.0, f);
+      const double progress = hf_progress(k - w + 1.0, w, p[f::total]);
+      return above_floor(half_cos(kPi * p[f::num_cycles] * 2.0 * progress), hf_min_lr_ratio(p, b));
     }
     case HF_WSD: {
-      const double s = p[1], d = p[2], r = p[5], cycles = p[6];
-      const int warm = static_cast<int>(p[3]), decay = static_cast<int>(p[4]);
-      if (k < w) {
-        const double prog = k / max_d(1.0, w);
-        double f = warm == 0 ? prog
-                 : warm == 1 ? 0.5 * (1.0 - cos(kPi * prog))
-                             : 1.0 - sqrt(1.0 - prog);
-        f = f * (1.0 - r) + r;
-        return max_d(0.0, f);
-      }
+      namespace f = field::HF_WSD;
+      const double s = p[f::stable], d = p[f::decay], r = p[f::min_lr_ratio];
+      if (k < w) return above_floor(wsd_shape(static_cast<int>(p[f::warmup_type]), k / max_d(1.0, w), 0.0, true), r);
       if (k < w + s) return 1.0;
       if (k < w + s + d) {
         const double prog = (k - w - s) / max_d(1.0, d);
-        double f = decay == 0 ? 1.0 - prog
-                 : decay == 1 ? 0.5 * (1.0 + cos(kPi * cycles * 2.0 * prog))
-                              : 1.0 - sqrt(prog);
-        f = f * (1.0 - r) + r;
-        return max_d(0.0, f);
+        return above_floor(wsd_shape(static_cast<int>(p[f::decay_type]), prog, p[f::num_cycles], false), r);
       }
       return r;
     }
@@ -247,52 +239,61 @@ LRF_HD double hf_lr_factor(int kind, const double* p, int64_t k_int, double b) {
   }
 }
 
+LRF_HD double cosine_between(double eta, double b, double k, double period) {
+  return toward(eta, b, half_cos(kPi * k / period));
+}
+
 // lr of one leaf node at step k, for a group whose (possibly already chained) base lr is b.
 LRF_HD double leaf_lr(const double* n, int64_t k, double b, const double* plateau_lr) {
-  const double* p = n + 2;
+  const double* p = fields_of(n);
   const int kind = kind_of(n);
   switch (kind) {
     case CONSTANT:
       return b;
     case TABLE: {
-      const int64_t count = as_int(p[0]);
-      return count > 0 ? b * p[1 + min_i64(k, count - 1)] : b;
+      const int64_t count = as_int(p[field::TABLE::count]);
+      return count > 0 ? b * p[field::TABLE::kFixed + min_i64(k, count - 1)] : b;
     }
     case STEP: {
-      const int64_t step_size = as_int(p[0]);
-      return b * pow(p[1], static_cast<double>(step_size > 0 ? k / step_size : 0));
+      namespace f = field::STEP;
+      const int64_t step_size = as_int(p[f::step_size]);
+      return b * pow(p[f::gamma], static_cast<double>(step_size > 0 ? k / step_size : 0));
     }
     case MULTI_STEP: {
-      const int64_t count = as_int(p[1]);
+      namespace f = field::MULTI_STEP;
+      const int64_t count = as_int(p[f::count]);
       int64_t passed = 0;
-      for (int64_t i = 0; i < count; ++i) passed += as_int(p[2 + i]) <= k ? 1 : 0;
-      return b * pow(p[0], static_cast<double>(passed));
+      for (int64_t i = 0; i < count; ++i) passed += as_int(p[f::kFixed + i]) <= k ? 1 : 0;
+      return b * pow(p[f::gamma], static_cast<double>(passed));
     }
     case CONSTANT_FACTOR: {
-      const double factor = p[0];
-      const double past = k >= as_int(p[1]) ? 1.0 : 0.0;
+      namespace f = field::CONSTANT_FACTOR;
+      const double factor = p[f::factor];
+      const double past = k >= as_int(p[f::total_iters]) ? 1.0 : 0.0;
       return b * (factor + past * (1.0 - factor));
     }
     case LINEAR: {
-      const double s = p[0], e = p[1];
-      const int64_t total = as_int(p[2]);
+      namespace f = field::LINEAR;
+      const double s = p[f::start_factor], e = p[f::end_factor];
+      const int64_t total = as_int(p[f::total_iters]);
       return b * (s + (e - s) * static_cast<double>(min_i64(total, k)) / static_cast<double>(total));
     }
     case EXPONENTIAL:
-      return b * pow(p[0], static_cast<double>(k));
+      return b * pow(p[field::EXPONENTIAL::gamma], static_cast<double>(k));
     case POLYNOMIAL: {
-      const int64_t total = as_int(p[0]);
+      namespace f = field::POLYNOMIAL;
+      const int64_t total = as_int(p[f::total_iters]);
       const double frac = static_cast<double>(min_i64(total, k)) / static_cast<double>(total);
-      return b * pow(1.0 - frac, p[1]);
+      return b * pow(1.0 - frac, p[f::power]);
     }
     case COSINE: {
-      const double eta = p[1];
-      return eta + (b - eta) * (1.0 + cos(kPi * static_cast<double>(k) / p[0])) / 2.0;
+      namespace f = field::COSINE;
+      return cosine_between(p[f::eta_min], b, static_cast<double>(k), p[f::T_max]);
     }
     case COSINE_WARM_RESTARTS: {
-      int64_t t_i = as_int(p[0]);
-      const int64_t mult = as_int(p[1]);
-      const double eta = p[2];
+      namespace f = field::COSINE_WARM_RESTARTS;
+      int64_t t_i = as_int(p[f::T_0]);
+      const int64_t mult = as_int(p[f::T_mult]);
       int64_t t_cur = k;
       if (t_i < 1 || mult < 1) return b;  // refused by validate_program; never a division by 0 or an endless loop
       if (mult == 1) {
@@ -306,14 +307,14 @@ LRF_HD double leaf_lr(const double* n, int64_t k, double b, const double* platea
           t_i *= mult;
         }
       }
-      return eta + (b - eta) * (1.0 + cos(kPi * static_cast<double>(t_cur) /
-                                               static_cast<double>(t_i))) / 2.0;
+      return cosine_between(p[f::eta_min], b, static_cast<double>(t_cur), static_cast<double>(t_i));
     }
     case CYCLIC: {
+      namespace f = field::CYCLIC;
       double s, g;
       cyclic_factors(p, k, &s, &g);
-      const double base_height = (p[1] - p[0]) * s;
-      return p[0] + base_height * g;
+      const double base_height = (p[f::max_lr] - p[f::base_lr]) * s;
+      return p[f::base_lr] + base_height * g;
     }
     case ONE_CYCLE:
       return one_cycle(p, k, 0);
@@ -327,18 +328,19 @@ LRF_HD double leaf_lr(const double* n, int64_t k, double b, const double* platea
 
 // Scheduled momentum of a leaf, if it cycles momentum.
 LRF_HD bool leaf_momentum(const double* n, int64_t k, double* out) {
-  const double* p = n + 2;
+  const double* p = fields_of(n);
   switch (kind_of(n)) {
     case CYCLIC: {
-      if (p[7] == 0.0) return false;
+      namespace f = field::CYCLIC;
+      if (p[f::cycle_momentum] == 0.0) return false;
       double s, g;
       cyclic_factors(p, k, &s, &g);
-      const double base_height = (p[9] - p[8]) * s;
-      *out = p[9] - base_height * g;
+      const double base_height = (p[f::max_momentum] - p[f::base_momentum]) * s;
+      *out = p[f::max_momentum] - base_height * g;
       return true;
     }
     case ONE_CYCLE:
-      if (p[2] == 0.0) return false;
+      if (p[field::ONE_CYCLE::cycle_momentum] == 0.0) return false;
       *out = one_cycle(p, k, 1);
       return true;
     default:
@@ -419,53 +421,69 @@ inline int64_t check_node(const double* prog, int64_t at, int64_t end, int depth
     }
     return true;
   };
+  const int fixed_count = fixed_field_count(kind);
+  if (fixed_count < 0) { *why = "schedule program: unknown node kind"; return -1; }
+  if (np < fixed_count) { *why = "schedule program: node shorter than its kind's fields"; return -1; }
   switch (kind) {
-    case CONSTANT: case PLATEAU: return fixed(0) ? 0 : -1;
-    case TABLE:
-      if (np < 1 || !counted(p[0], 1, 1)) return -1;
-      if (p[0] < 1) { *why = "schedule program: empty table"; return -1; }
+    case TABLE: {
+      namespace f = field::TABLE;
+      if (!counted(p[f::count], f::kFixed, 1)) return -1;
+      if (p[f::count] < 1) { *why = "schedule program: empty table"; return -1; }
       return 0;
+    }
     case STEP:
-      if (!fixed(2)) return -1;
-      if (!is_int_in(p[0], 1, kMaxInt)) { *why = "schedule program: step_size must be a positive integer"; return -1; }
+      if (!fixed(field::STEP::kFixed)) return -1;
+      if (!is_int_in(p[field::STEP::step_size], 1, kMaxInt)) { *why = "schedule program: step_size must be a positive integer"; return -1; }
       return 0;
-    case MULTI_STEP:
-      if (np < 2 || !counted(p[1], 2, 1)) return -1;
-      for (int64_t i = 0; i < static_cast<int64_t>(p[1]); ++i)
-        if (!is_int_in(p[2 + i], -kMaxInt, kMaxInt)) { *why = "schedule program: milestones must be integers"; return -1; }
+    case MULTI_STEP: {
+      namespace f = field::MULTI_STEP;
+      if (!counted(p[f::count], f::kFixed, 1)) return -1;
+      for (int64_t i = 0; i < static_cast<int64_t>(p[f::count]); ++i)
+        if (!is_int_in(p[f::kFixed + i], -kMaxInt, kMaxInt)) { *why = "schedule program: milestones must be integers"; return -1; }
       return 0;
+    }
     case CONSTANT_FACTOR:
-      if (!fixed(2)) return -1;
-      if (!is_int_in(p[1], 0, kMaxInt)) { *why = "schedule program: total_iters must be an integer >= 0"; return -1; }
+      if (!fixed(field::CONSTANT_FACTOR::kFixed)) return -1;
+      if (!is_int_in(p[field::CONSTANT_FACTOR::total_iters], 0, kMaxInt)) { *why = "schedule program: total_iters must be an integer >= 0"; return -1; }
       return 0;
     case POLYNOMIAL: case LINEAR:  // divide by total_iters
-      if (!fixed(kind == LINEAR ? 3 : 2)) return -1;
-      if (!is_int_in(kind == LINEAR ? p[2] : p[0], 1, kMaxInt)) {
+      if (!fixed(fixed_count)) return -1;
+      if (!is_int_in(kind == LINEAR ? p[field::LINEAR::total_iters] : p[field::POLYNOMIAL::total_iters], 1, kMaxInt)) {
         *why = "schedule program: total_iters must be a positive integer";
         return -1;
       }
       return 0;
-    case EXPONENTIAL: return fixed(1) ? 0 : -1;
-    case COSINE: return fixed(2) ? 0 : -1;
-    case COSINE_WARM_RESTARTS:
-      if (!fixed(3)) return -1;
-      if (!is_int_in(p[0], 1, kMaxInt) || !is_int_in(p[1], 1, kMaxInt)) {
+    case COSINE_WARM_RESTARTS: {
+      namespace f = field::COSINE_WARM_RESTARTS;
+      if (!fixed(f::kFixed)) return -1;
+      if (!is_int_in(p[f::T_0], 1, kMaxInt) || !is_int_in(p[f::T_mult], 1, kMaxInt)) {
         *why = "schedule program: T_0 and T_mult must be positive integers";
         return -1;
       }
       return 0;
-    case CYCLIC:
-      if (np < 11 || !counted(p[10], 11, 1)) return -1;
-      if (!is_int_in(p[4], 0, 3) || (p[4] == 3 && p[10] < 1)) { *why = "schedule program: bad CyclicLR scale"; return -1; }
+    }
+    case CYCLIC: {
+      namespace f = field::CYCLIC;
+      if (!counted(p[f::count], f::kFixed, 1)) return -1;
+      if (!is_int_in(p[f::scale], cyclic::TRIANGULAR, cyclic::TABLE) || (p[f::scale] == cyclic::TABLE && p[f::count] < 1)) {
+        *why = "schedule program: bad CyclicLR scale";
+        return -1;
+      }
       return 0;
-    case ONE_CYCLE:
-      if (np < 4 || !counted(p[3], 4, 5)) return -1;
-      if (p[3] < 1 || !is_int_in(p[0], 0, kMaxInt)) { *why = "schedule program: OneCycleLR needs a phase and total_steps"; return -1; }
+    }
+    case ONE_CYCLE: {
+      namespace f = field::ONE_CYCLE;
+      if (!counted(p[f::count], f::kFixed, field::ONE_CYCLE_PHASE::kFixed)) return -1;
+      if (p[f::count] < 1 || !is_int_in(p[f::total_steps], 0, kMaxInt)) { *why = "schedule program: OneCycleLR needs a phase and total_steps"; return -1; }
       return 0;
+    }
     case SEQUENTIAL: case CHAINED: case PER_EPOCH: {
+      // Composites' fixed fields: PER_EPOCH [steps_per_epoch]; SEQUENTIAL and CHAINED [count].
+      static_assert(field::SEQUENTIAL::count == 0 && field::CHAINED::count == 0 && field::PER_EPOCH::steps_per_epoch == 0 &&
+                        field::SEQUENTIAL::kFixed == 1 && field::CHAINED::kFixed == 1 && field::PER_EPOCH::kFixed == 1,
+                    "composites keep their one fixed field first");
       int64_t count = 1;
-      int64_t first_child = 1;  // PER_EPOCH: [steps_per_epoch, child]
-      if (np < 1) { *why = "schedule program: composite without parameters"; return -1; }
+      int64_t first_child = 1;
       if (kind == PER_EPOCH) {
         if (!is_int_in(p[0], 1, kMaxInt)) { *why = "schedule program: steps_per_epoch must be a positive integer"; return -1; }
       } else {
@@ -475,7 +493,7 @@ inline int64_t check_node(const double* prog, int64_t at, int64_t end, int depth
           return -1;
         }
         count = static_cast<int64_t>(p[0]);
-        first_child = kind == SEQUENTIAL ? count : 1;  // SEQUENTIAL: [n, n-1 milestones, children]
+        first_child = kind == SEQUENTIAL ? count : 1;  // SEQUENTIAL: [count, count-1 milestones, children]
         if (np < first_child) { *why = "schedule program: composite node too short"; return -1; }
         for (int64_t i = 1; kind == SEQUENTIAL && i < count; ++i)
           if (!is_int_in(p[i], -kMaxInt, kMaxInt)) { *why = "schedule program: milestones must be integers"; return -1; }
@@ -492,13 +510,8 @@ inline int64_t check_node(const double* prog, int64_t at, int64_t end, int depth
       if (child != at + len) { *why = "schedule program: children do not fill their parent"; return -1; }
       return need;
     }
-    default:
-      if (kind >= HF_CONSTANT_WITH_WARMUP && kind <= HF_WSD) {
-        constexpr int64_t kHfParams[] = {1, 2, 6, 3, 5, 2, 8, 7};
-        return fixed(kHfParams[kind - HF_CONSTANT_WITH_WARMUP]) ? 0 : -1;
-      }
-      *why = "schedule program: unknown node kind";
-      return -1;
+    default:  // every other kind is its fixed fields and nothing else
+      return fixed(fixed_count) ? 0 : -1;
   }
 }
 }  // namespace detail
@@ -513,17 +526,17 @@ inline const char* validate_program(const double* prog, int64_t len) {
 }
 
 // ReduceLROnPlateau: one reported metric (torch.optim.lr_scheduler.ReduceLROnPlateau.step, exactly).
-// state: the sched_state array (layout in lrf_common.h). While state[SCHED_PLATEAU_EPOCH] == 0 no metric
+// state: the sched_state array (layout in contract.h). While state[SCHED_PLATEAU_EPOCH] == 0 no metric
 // has been reported yet and `best` is taken as +inf (mode min) / -inf (mode max) whatever the slot holds,
 // so a zero-initialised sched_state is a valid fresh state.
-// config: [mode_is_max, factor, patience, threshold, threshold_is_abs, cooldown, eps,
-//          min_lr_0 .. min_lr_{num_groups-1}]
+// config: the plateau::Config fields (contract.h), then min_lr_0 .. min_lr_{num_groups-1}
 LRF_HD void plateau_step(double* state, int num_groups, double metric, const double* config) {
-  const bool mode_max = config[0] != 0.0;
-  const double factor = config[1], patience = config[2], threshold = config[3];
-  const bool thr_abs = config[4] != 0.0;
-  const double cooldown = config[5], eps = config[6];
-  const double* min_lrs = config + 7;
+  const bool mode_max = config[plateau::mode_is_max] != 0.0;
+  const double factor = config[plateau::factor], patience = config[plateau::patience];
+  const double threshold = config[plateau::threshold];
+  const bool thr_abs = config[plateau::threshold_is_abs] != 0.0;
+  const double cooldown = config[plateau::cooldown], eps = config[plateau::eps];
+  const double* min_lrs = config + plateau::kFixed;
 
   double best = state[SCHED_PLATEAU_BEST];
   if (state[SCHED_PLATEAU_EPOCH] == 0.0) best = mode_max ? -HUGE_VAL : HUGE_VAL;
@@ -549,7 +562,7 @@ LRF_HD void plateau_step(double* state, int num_groups, double metric, const dou
   }
   if (num_bad > patience) {
     for (int g = 0; g < num_groups; ++g) {
-      double& lr = state[sched_plateau_lr_slot(num_groups, g)];
+      double& lr = state[sched_slot(REGION_PLATEAU_LR, num_groups, g)];
       const double old_lr = lr;
       const double new_lr = detail::max_d(old_lr * factor, min_lrs[g]);
       if (old_lr - new_lr > eps) lr = new_lr;

@@ -47,12 +47,12 @@ void plateau_report_cpu(const at::Tensor& sched_state, const at::Tensor& metric,
                   sched_state.dim() == 1 && sched_state.is_contiguous(),
               "lrfused.plateau_report_: sched_state must be a contiguous 1-D float64 CPU tensor");
   TORCH_CHECK(num_groups >= 1, "lrfused.plateau_report_: num_groups must be >= 1, got ", num_groups);
-  TORCH_CHECK(sched_state.numel() == SCHED_LAST_LR + kSchedSlotsPerGroup * num_groups,
+  TORCH_CHECK(sched_state.numel() == sched_size(num_groups),
               "lrfused.plateau_report_: sched_state has ", sched_state.numel(), " slots, expected ",
-              SCHED_LAST_LR + kSchedSlotsPerGroup * num_groups, " for ", num_groups, " groups");
+              sched_size(num_groups), " for ", num_groups, " groups");
   TORCH_CHECK(num_groups <= 1000000, "lrfused.plateau_report_: num_groups too large: ", num_groups);
-  TORCH_CHECK(static_cast<int64_t>(config.size()) == 7 + num_groups,
-              "lrfused.plateau_report_: config must hold 7 + num_groups = ", 7 + num_groups,
+  TORCH_CHECK(static_cast<int64_t>(config.size()) == plateau::kFixed + num_groups,
+              "lrfused.plateau_report_: config must hold ", plateau::kFixed, " + num_groups = ", plateau::kFixed + num_groups,
               " values, got ", config.size());
   TORCH_CHECK(metric.numel() == 1 && metric.device().is_cpu(),
               "lrfused.plateau_report_: metric must be a 1-element tensor on the CPU");

@@ -6,23 +6,9 @@
 // per-parameter step count) in double by make_*_scalars, then converted to the compute type C.
 #pragma once
 #include <cmath>
-#include "lrf_common.h"
+#include "contract.h"
 
 namespace lrfused {
-
-enum OptimizerKind : int { OPT_SGD = 0, OPT_ADAM = 1 };
-
-// Bits of the `flags` argument of lrfused::fused_step_.
-enum OptFlags : int {
-  FLAG_AMSGRAD = 1,
-  FLAG_NESTEROV = 2,
-  FLAG_MAXIMIZE = 4,
-  FLAG_DECOUPLED_WD = 8,  // AdamW: p *= 1 - lr_k * weight_decay
-};
-
-// Indices into the `hyper` argument of lrfused::fused_step_.
-enum HyperSlot : int { HYPER_LR = 0, HYPER_MOMENTUM = 1, HYPER_BETA1 = 1, HYPER_DAMPENING = 2,
-                       HYPER_BETA2 = 2, HYPER_EPS = 3, HYPER_WEIGHT_DECAY = 4, HYPER_COUNT = 5 };
 
 namespace math {
 

@@ -14,9 +14,16 @@ except ImportError as exc:  # pragma: no cover - exercised only on a broken inst
 ops = torch.ops.lrfused
 
 
-@torch.library.register_fake("lrfused::fused_step_")
-def _fused_step_fake(params, grads, state1, state2, state3, steps, sched_state, program, group_index,
-                     optimizer, flags, hyper, grad_scale, found_inf, grad_factor):
+@torch.library.register_fake("lrfused::fused_sgd_")
+def _fused_sgd_fake(params, grads, momentum_buffers, steps, sched_state, program, group_index, *, base_lr, momentum,
+                    dampening, weight_decay, nesterov, maximize, grad_scale=None, found_inf=None, grad_factor=None):
+    return None
+
+
+@torch.library.register_fake("lrfused::fused_adam_")
+def _fused_adam_fake(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, sched_state, program, group_index,
+                     *, base_lr, beta1, beta2, eps, weight_decay, amsgrad, maximize, decoupled_weight_decay,
+                     grad_scale=None, found_inf=None, grad_factor=None):
     return None
 
 

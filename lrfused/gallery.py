@@ -63,10 +63,11 @@ def _synthetic_loss(n):
 
 def _plateau_lrs(schedule, n):
     """lr per step when the loss curve is reported once per step (through the plateau_report_ op)."""
-    from .optim import _plateau_lr_slot, _sched_size
+    from .contract import SchedLayout
 
-    state = torch.zeros(_sched_size(1), dtype=torch.float64)
-    slot = _plateau_lr_slot(1, 0)
+    layout = SchedLayout(1)
+    state = torch.zeros(layout.size, dtype=torch.float64)
+    slot = layout.slot("plateau_lr", 0)
     state[slot] = 1.0
     config = schedule.plateau_config(1)
     out = []

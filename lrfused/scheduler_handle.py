@@ -20,11 +20,8 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
 from torch.optim.lr_scheduler import LRScheduler, ReduceLROnPlateau
 
-from .optim import (_PLATEAU_BAD, _PLATEAU_BEST, _PLATEAU_COOLDOWN, _SCHED_STEP, _plateau_lr_slot,
-                    _sched_size)
 
 
 class LRSchedulerHandle(LRScheduler):
@@ -38,11 +35,12 @@ class LRSchedulerHandle(LRScheduler):
         return super().__new__(cls)
 
     def __init__(self, optimizer) -> None:  # noqa: D107 - deliberately not LRScheduler.__init__
-        from .optim import _FusedOptimizer
+        from .optim.base import _FusedOptimizer
 
         if not isinstance(optimizer, _FusedOptimizer):
             raise TypeError(f"lrfused: LRSchedulerHandle takes an lrfused optimizer, got {type(optimizer).__name__}")
         self.optimizer = optimizer
+        self._state = optimizer.schedule_state  # everything the handle reads goes through this view
         # Calls of step(); accelerate's AcceleratedScheduler also bumps it during gradient accumulation.
         self._step_count = 0
 
@@ -50,14 +48,13 @@ class LRSchedulerHandle(LRScheduler):
     @property
     def base_lrs(self) -> list[float]:
         """Each group's base lr (``initial_lr``, as torch's schedulers keep it)."""
-        return [self.optimizer._base_lr(group) for group in self.optimizer.param_groups]
+        return self._state.base_lrs
 
     @property
     def last_epoch(self) -> int:
         """The number of applied optimizer steps (skipped ``found_inf`` steps do not count), read from the
         optimizer's on-device schedule state: on a GPU this synchronises; it is for logging and checks."""
-        state = self._sched_state()
-        return 0 if state is None else int(state[_SCHED_STEP])
+        return self._state.step
 
     @last_epoch.setter
     def last_epoch(self, value) -> None:
@@ -77,18 +74,10 @@ class LRSchedulerHandle(LRScheduler):
     def get_lr(self) -> list[float]:
         """The lr the next ``optimizer.step()`` will apply, per group (may synchronise on a GPU)."""
         k = self.last_epoch
-        state = self._sched_state()
-        num_groups = len(self.optimizer.param_groups)
-        lrs = []
-        for g, group in enumerate(self.optimizer.param_groups):
-            schedule = group["schedule"]
-            if schedule.is_plateau:
-                plateau_ok = state is not None and state.numel() == _sched_size(num_groups)
-                lrs.append(float(state[_plateau_lr_slot(num_groups, g)]) if plateau_ok
-                           else self.optimizer._base_lr(group))
-            else:
-                lrs.append(schedule.lr_at(k, self.optimizer._base_lr(group), group=g))
-        return lrs
+        base_lrs = self._state.base_lrs
+        plateau_lrs = self._state.plateau_lrs
+        return [plateau_lrs[g] if group["schedule"].is_plateau else group["schedule"].lr_at(k, base_lrs[g], group=g)
+                for g, group in enumerate(self.optimizer.param_groups)]
 
     # ---- the scheduler protocol -----------------------------------------------------------------
     def step(self, metrics=None, epoch=None) -> None:
@@ -114,16 +103,6 @@ class LRSchedulerHandle(LRScheduler):
         schedules = [group["schedule"] for group in self.optimizer.param_groups]
         return f"{type(self).__name__}({type(self.optimizer).__name__}, schedules={schedules!r})"
 
-    # ---- helpers --------------------------------------------------------------------------------
-    def _sched_state(self):
-        states = self.optimizer._sched_states
-        if not states:
-            return None
-        for group in self.optimizer.param_groups:
-            if group["params"] and group["params"][0].device in states:
-                return states[group["params"][0].device]
-        return next(iter(states.values()))
-
 
 class PlateauSchedulerHandle(LRSchedulerHandle, ReduceLROnPlateau):
     """The handle of an optimizer whose schedule is ReduceLROnPlateau: ``step(metric)`` reports the metric
@@ -137,20 +116,15 @@ class PlateauSchedulerHandle(LRSchedulerHandle, ReduceLROnPlateau):
 
     @property
     def num_bad_epochs(self) -> int:
-        state = self._sched_state()
-        return 0 if state is None else int(state[_PLATEAU_BAD])
+        return self._state.plateau["num_bad_epochs"]
 
     @property
     def cooldown_counter(self) -> int:
-        state = self._sched_state()
-        return 0 if state is None else int(state[_PLATEAU_COOLDOWN])
+        return self._state.plateau["cooldown_counter"]
 
     @property
     def best(self) -> float:
-        state = self._sched_state()
-        if state is None:
-            return float("-inf") if self.optimizer._plateau_schedule().mode == "max" else float("inf")
-        return float(state[_PLATEAU_BEST])
+        return self._state.plateau["best"]
 
 
 def _has_plateau(optimizer) -> bool:

@@ -10,24 +10,37 @@ def pytest_addoption(parser):
     parser.addoption("--runslow", action="store_true", default=False, help="run tests marked slow")
 
 
-def _cuda_ready():
+def _cuda_skip_reason():
+    """Why the `cuda`-marked tests cannot run here, or None when they can."""
     try:
-        import lrfused
-    except ImportError:
-        return False
-    return lrfused.has_cuda()
+        from lrfused import _ops
+    except ImportError as exc:
+        return f"needs lrfused to import ({exc})"
+    if not _ops._C.built_with_cuda():
+        return "needs lrfused built with its CUDA kernels (this build has none)"
+    if not torch.cuda.is_available():
+        return "needs a GPU (lrfused has its CUDA kernels, torch sees no GPU)"
+    return None
 
 
 def pytest_collection_modifyitems(config, items):
     run_slow = config.getoption("--runslow") or os.environ.get("LRFUSED_RUNSLOW") == "1"
-    cuda_ok = _cuda_ready()
+    cuda_reason = _cuda_skip_reason()
     skip_slow = pytest.mark.skip(reason="slow: pass --runslow")
-    skip_cuda = pytest.mark.skip(reason="needs a CUDA build of lrfused and a GPU")
+    skip_cuda = pytest.mark.skip(reason=f"cuda: {cuda_reason}")
     for item in items:
         if "slow" in item.keywords and not run_slow:
             item.add_marker(skip_slow)
-        if "cuda" in item.keywords and not cuda_ok:
+        if "cuda" in item.keywords and cuda_reason is not None:
             item.add_marker(skip_cuda)
+
+
+@pytest.fixture(params=["cpu", pytest.param("cuda", marks=pytest.mark.cuda)])
+def device(request):
+    """The device a test runs on: every test that takes it runs once on the CPU and once on a GPU. The
+    "cuda" run carries the `cuda` marker, so without a CUDA build of lrfused or without a GPU it is
+    reported as skipped, with the reason (pytest_collection_modifyitems above)."""
+    return request.param
 
 
 @pytest.fixture(autouse=True)

@@ -5,27 +5,8 @@ scheduler in the loop ``opt.step(); sched.step()`` next to the lrfused optimizer
 initial values, feeds both the same gradients, and compares every parameter and every state tensor
 after every step.
 
-Tolerances (``TOL``) — |actual - expected| <= tol * |expected| + tol * scale, per tensor:
-
-* float64: 1e-12.  Torch's recursive schedulers drift from the closed form by at most ~2e-14 * base_lr
-  over the step counts used here (measured for every family below), and fp64 update rounding is
-  ~1e-16 per step, so 1e-12 leaves two orders of magnitude and still catches any real mistake.
-* float32 (no resync, ~100 steps): 1e-5.  Measured: a second, independently written fp32
-  implementation of torch's update math (different operation order, scalars folded in double, the
-  way a fused kernel computes) disagrees with ``torch.optim`` after 100 steps by <= 1e-5 * |e| +
-  3.3e-7 * scale over SGD (momentum 0/0.9/0.99, dampening, nesterov, weight decay, maximize) and
-  Adam/AdamW (amsgrad, betas, eps) under constant, cosine and cyclic schedules.  1e-5 * scale gives a
-  30x margin on that, while an off-by-one step, a wrong bias correction or a wrong lr is >= 1e-3.
-* bfloat16 / float16 (resynced every step, so each check is one update from identical inputs):
-  3 ulps (3 * finfo.eps).  Torch's single-tensor path rounds intermediates (``grad + wd * p``,
-  ``lr * buf``, ``sqrt(v) / bc2``) to the parameter dtype; a kernel computing in fp32 rounds once.
-  Measured: the two differ by <= 1.12 * eps * (|e| + scale) over the same option sweep, with
-  ``scale`` = the largest magnitude of the tensor before or after the step (cancellation makes
-  relative error meaningless near 0, so the bound is in ulps of the operands).
-
-``scale`` is ``max(1, max|expected|)`` for parameters, ``exp_avg`` and ``momentum_buffer`` (all
-O(1) by construction: values and gradients ~ N(0, 1)) and ``max|expected|`` for the squared-gradient
-averages, which are O((1 - beta2) g^2) and relatively accurate.
+Tolerances: ``lrfused.testing`` (``TOLERANCE``, ``assert_close``), the one table of the tests and the
+benchmarks, with the measurements that justify it.
 """
 from __future__ import annotations
 
@@ -38,22 +19,11 @@ from torch.optim import lr_scheduler as L
 
 import lrfused
 from lrfused import schedules as S
+from lrfused.testing import LR_ATOL_PER_BASE, LR_RTOL, assert_close
 
-TOL = {
-    torch.float64: 1e-12,
-    torch.float32: 1e-5,
-    torch.bfloat16: 3 * torch.finfo(torch.bfloat16).eps,
-    torch.float16: 3 * torch.finfo(torch.float16).eps,
-}
 LOW_PRECISION = (torch.bfloat16, torch.float16)
 
-# lr values compared against torch's applied lr: torch's recursive forms drift by <= 2e-14 * base_lr
-# (measured) from the closed form lrfused evaluates.
-LR_RTOL = 1e-12
-LR_ATOL_PER_BASE = 1e-12
-
 STATE_KEYS = ("momentum_buffer", "exp_avg", "exp_avg_sq", "max_exp_avg_sq", "step")
-SQUARED_KEYS = ("exp_avg_sq", "max_exp_avg_sq")
 
 OPTIMIZERS = {
     "SGD": (lrfused.SGD, torch.optim.SGD),
@@ -304,24 +274,6 @@ def tensor_state(state: dict) -> dict:
     return {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
 
 
-def tol_scale(key, expected, before=None):
-    m = expected.detach().abs().max().item() if expected.numel() else 0.0
-    if before is not None and before.numel():
-        m = max(m, before.detach().abs().max().item())
-    if key in SQUARED_KEYS:
-        return m
-    return max(1.0, m)
-
-
-def assert_tensor_close(actual, expected, dtype, key, what, before=None):
-    tol = TOL[dtype]
-    scale = tol_scale(key, expected, before)
-    torch.testing.assert_close(
-        actual.detach(), expected.detach(), rtol=tol, atol=tol * scale,
-        msg=lambda m: f"{what}: {key} differs (dtype {dtype}, rtol=atol/scale={tol}, scale={scale})\n{m}",
-    )
-
-
 def compare_states(lrf_opt, torch_opt, lrf_params, torch_params, dtype, what, allowed_extra=(), befores=None):
     """Every parameter and every state tensor of torch has an lrfused counterpart within tolerance;
     ``step`` is compared exactly (value, dtype float32, 0-dim).  The tolerance is the one of each
@@ -330,7 +282,7 @@ def compare_states(lrf_opt, torch_opt, lrf_params, torch_params, dtype, what, al
     for i, (pa, pb) in enumerate(zip(lrf_params, torch_params)):
         dtype = pb.dtype
         before = befores[i] if befores is not None else {}
-        assert_tensor_close(pa, pb, dtype, "param", f"{what} param {i}", before.get("param"))
+        assert_close(pa, pb, key="param", dtype=dtype, before=before.get("param"), what=f"{what} param {i}")
         sa = tensor_state(lrf_state(lrf_opt, pa))
         sb = tensor_state(torch_opt.state[pb])
         missing = set(sb) - set(sa)
@@ -350,7 +302,7 @@ def compare_states(lrf_opt, torch_opt, lrf_params, torch_params, dtype, what, al
                 assert ea.shape == eb.shape and ea.dtype == eb.dtype, (
                     f"{what} param {i}: {key} shape/dtype {tuple(ea.shape)}/{ea.dtype} vs torch {tuple(eb.shape)}/{eb.dtype}"
                 )
-                assert_tensor_close(ea, eb, dtype, key, f"{what} param {i}", before.get(key))
+                assert_close(ea, eb, key=key, dtype=dtype, before=before.get(key), what=f"{what} param {i}")
 
 
 def assert_lr_close(lrf_lrs, torch_lrs, max_lr, what):

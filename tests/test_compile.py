@@ -1,6 +1,6 @@
 """torch.compile over opt.step() and over whole training steps: no graph break (fullgraph=True), no
 recompilation as the scheduled lr (and momentum) changes, and the same parameters as the eager run.
-Also torch.library.opcheck on the optimizer ops (fused_step_, advance_)."""
+Also torch.library.opcheck on the optimizer ops (fused_sgd_, fused_adam_, advance_), on the CPU and on a GPU."""
 import copy
 
 import pytest
@@ -11,6 +11,7 @@ from torch._dynamo.testing import CompileCounterWithBackend
 
 import lrfused
 from lrfused import schedules as S
+from lrfused.contract import SchedLayout
 
 STEPS = 24
 
@@ -238,20 +239,36 @@ def test_compiled_step_with_grad_scaler_attributes():
 
 
 # ---- opcheck ----------------------------------------------------------------------------------------
+# On the optimizer's own buffers, on the CPU and (the `device` fixture) on a GPU. The arguments come from the
+# public surface: opt.state[p], Schedule.program() moved to the device, opt.schedule_state.tensor(device).
 
-def _bucket_op_args(opt_cls, kw, schedule, grad_scale=None, found_inf=None):
+def _step_op_call(opt_cls, kw, schedule, device, grad_scale=None, found_inf=None):
+    """(op, args, kwargs): the family's step op with param group 0's buffers, after a first step."""
     torch.manual_seed(0)
-    params = [nn.Parameter(torch.randn(*shape)) for shape in [(3,), (97,), (33, 17), (1,)]]
+    params = [nn.Parameter(torch.randn(*shape).to(device)) for shape in [(3,), (97,), (33, 17), (1,)]]
     opt = opt_cls(params, schedule=schedule, **kw)
     for p in params:
         p.grad = torch.randn_like(p)
     opt.step()  # creates the state: step 1 of the schedule
     for p in params:
         p.grad = torch.randn_like(p)
-    (s1, s2, s3), steps, sched_state, program = opt._bucket_args(0, opt.param_groups[0], params, params[0].device)
     group = opt.param_groups[0]
-    return (params, [p.grad for p in params], s1, s2, s3, steps, sched_state, program, 0, opt._KIND,
-            opt._flags(group), list(opt._hyper(group)), grad_scale, found_inf, None)
+    states = [opt.state[p] for p in params]
+    column = lambda key: [st[key] for st in states if key in st]  # noqa: E731
+    head = (params, [p.grad for p in params])
+    tail = ([st["step"] for st in states], opt.schedule_state.tensor(device),
+            schedule.program(0, len(opt.param_groups)).to(device), 0)
+    scalars = dict(base_lr=opt.schedule_state.base_lrs[0], weight_decay=float(group["weight_decay"]),
+                   maximize=bool(group["maximize"]), grad_scale=grad_scale, found_inf=found_inf)
+    if isinstance(opt, lrfused.SGD):
+        return (torch.ops.lrfused.fused_sgd_.default, head + (column("momentum_buffer"),) + tail,
+                dict(scalars, momentum=float(group["momentum"]), dampening=float(group["dampening"]),
+                     nesterov=bool(group["nesterov"])))
+    beta1, beta2 = group["betas"]
+    return (torch.ops.lrfused.fused_adam_.default,
+            head + (column("exp_avg"), column("exp_avg_sq"), column("max_exp_avg_sq")) + tail,
+            dict(scalars, beta1=float(beta1), beta2=float(beta2), eps=float(group["eps"]),
+                 amsgrad=bool(group["amsgrad"]), decoupled_weight_decay=isinstance(opt, lrfused.AdamW)))
 
 
 OPCHECK_CASES = [
@@ -263,25 +280,26 @@ OPCHECK_CASES = [
 
 
 @pytest.mark.parametrize("opt_cls,kw,schedule", OPCHECK_CASES, ids=["sgd", "sgd-momentum", "adam-ams", "adamw"])
-def test_opcheck_fused_step(opt_cls, kw, schedule):
-    args = _bucket_op_args(opt_cls, kw, schedule)
-    torch.library.opcheck(torch.ops.lrfused.fused_step_.default, args)
+def test_opcheck_fused_step(opt_cls, kw, schedule, device):
+    op, args, kwargs = _step_op_call(opt_cls, kw, schedule, device)
+    torch.library.opcheck(op, args, kwargs)
 
 
-def test_opcheck_fused_step_with_grad_scale_and_found_inf():
+def test_opcheck_fused_step_with_grad_scale_and_found_inf(device):
     for found in (0.0, 1.0):
-        args = _bucket_op_args(lrfused.AdamW, dict(lr=1e-2), _warmup_cosine(), grad_scale=torch.tensor(1024.0),
-                               found_inf=torch.tensor(found))
-        torch.library.opcheck(torch.ops.lrfused.fused_step_.default, args)
+        op, args, kwargs = _step_op_call(lrfused.AdamW, dict(lr=1e-2), _warmup_cosine(), device,
+                                         grad_scale=torch.tensor(1024.0, device=device),
+                                         found_inf=torch.tensor(found, device=device))
+        torch.library.opcheck(op, args, kwargs)
 
 
-def test_opcheck_advance():
-    layout = lrfused._ops._C.sched_layout()
-    state = torch.zeros(layout["last_lr"] + layout["slots_per_group"] * 2, dtype=torch.float64)
-    state[0] = 5.0
+def test_opcheck_advance(device):
+    layout = SchedLayout(2)
+    state = torch.zeros(layout.size, dtype=torch.float64, device=device)
+    state[layout.STEP] = 5.0
     torch.library.opcheck(torch.ops.lrfused.advance_.default, (state, None))
-    torch.library.opcheck(torch.ops.lrfused.advance_.default, (state.clone(), torch.tensor(0.0)))
-    torch.library.opcheck(torch.ops.lrfused.advance_.default, (state.clone(), torch.tensor(1.0)))
+    torch.library.opcheck(torch.ops.lrfused.advance_.default, (state.clone(), torch.tensor(0.0, device=device)))
+    torch.library.opcheck(torch.ops.lrfused.advance_.default, (state.clone(), torch.tensor(1.0, device=device)))
 
 
 def test_copy_of_compiled_optimizer_state_loads_into_eager():

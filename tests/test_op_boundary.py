@@ -12,15 +12,19 @@ import torch
 from torch import nn
 
 import lrfused
+from lrfused import contract
 from lrfused import schedules as S
 from lrfused import _ops
+from lrfused.contract import SchedLayout
 
 ops = torch.ops.lrfused
-_LAYOUT = _ops._C.sched_layout()
 
 
-def _sched_size(num_groups):
-    return _LAYOUT["last_lr"] + _LAYOUT["slots_per_group"] * num_groups
+@pytest.fixture
+def op_path():
+    """step() through the registered ops (what torch.compile traces), run eagerly."""
+    with lrfused.optim.eager_op_path():
+        yield
 
 # One schedule of every node kind, composites included: the programs the corruption test starts from.
 SCHEDULES = [
@@ -35,24 +39,33 @@ SCHEDULES = [
 
 
 def _program(schedule):
-    return schedule._pack(0, 1)
+    return schedule.program(0, 1)
+
+
+def _raw(kind, fields, tail=(), children=()):
+    """A program node built by name (bypassing the Schedule classes' argument checks)."""
+    return contract.node(kind, fields, tail, children)
 
 
 # ---- schedule programs: checked in C++ before any kernel runs -------------------------------------
 
+_CONSTANT = _raw("CONSTANT", {})
+
+
 @pytest.mark.parametrize("bad,why", [
-    ([2.0, 4.0, 0.0, 0.5], "step_size"),              # StepLR with step_size 0: an integer division by 0
-    ([9.0, 5.0, 0.0, 1.0, 0.0], "T_0"),               # warm restarts with T_0 = 0: an endless loop
-    ([9.0, 5.0, 3.0, 0.0, 0.0], "T_0"),               # T_mult = 0
-    ([15.0, 5.0, 0.0, 0.0, 2.0], "steps_per_epoch"),  # per_epoch(0) around a constant
-    ([1.0, 4.0, 5.0, 1.0], "table"),                  # a table that claims 5 entries and has 1
-    ([77.0, 2.0], "unknown node kind"),
-    ([0.0, 9.0], "kind or length"),                   # node longer than the program
-    ([14.0, 6.0, 2.0, 0.0, 2.0, 0.0, 2.0], "children"),  # CHAINED of 2 constants with a stray value
+    (_raw("STEP", {"step_size": 0, "gamma": 0.5}), "step_size"),  # an integer division by 0
+    (_raw("COSINE_WARM_RESTARTS", {"T_0": 0, "T_mult": 1, "eta_min": 0}), "T_0"),  # an endless loop
+    (_raw("COSINE_WARM_RESTARTS", {"T_0": 3, "T_mult": 0, "eta_min": 0}), "T_0"),  # T_mult = 0
+    (_raw("PER_EPOCH", {"steps_per_epoch": 0}, children=[_CONSTANT]), "steps_per_epoch"),
+    (_raw("TABLE", {"count": 5}, tail=[1.0]), "table"),  # a table that claims 5 entries and has 1
+    ([float(max(contract.KIND_NAMES) + 50), 2.0], "unknown node kind"),
+    ([float(contract.KIND.CONSTANT), 9.0], "kind or length"),  # node longer than the program
+    (_raw("CHAINED", {"count": 2}, children=[_CONSTANT, _CONSTANT]) + [0.0], "trailing"),  # a stray value
+    (_raw("CHAINED", {"count": 2}, children=[_CONSTANT, _CONSTANT + [0.0]]), "children"),
 ])
 def test_malformed_programs_are_refused_in_cpp(bad, why):
     program = torch.tensor(bad, dtype=torch.float64)
-    with pytest.raises(RuntimeError, match="invalid schedule program"):
+    with pytest.raises(RuntimeError, match=f"invalid schedule program.*{why}"):
         _ops._C.check_program(program)
     with pytest.raises(RuntimeError, match="invalid schedule program"):
         ops.schedule_lrs(program, torch.arange(4), 1.0)
@@ -63,12 +76,12 @@ def test_malformed_program_refused_by_fused_step_with_nothing_changed():
     g = torch.randn(7)
     step = torch.zeros((), dtype=torch.float32)
     buf = torch.zeros(7)
-    sched_state = torch.zeros(_sched_size(1), dtype=torch.float64)
+    sched_state = torch.zeros(SchedLayout(1).size, dtype=torch.float64)
     before = [t.clone() for t in (p, g, step, buf, sched_state)]
-    program = torch.tensor([2.0, 4.0, 0.0, 0.5], dtype=torch.float64)
+    program = torch.tensor(_raw("STEP", {"step_size": 0, "gamma": 0.5}), dtype=torch.float64)
     with pytest.raises(RuntimeError, match="invalid schedule program"):
-        ops.fused_step_([p], [g], [buf], [], [], [step], sched_state, program, 0, 0, 0,
-                        [0.1, 0.9, 0.0, 0.0, 0.0], None, None, None)
+        ops.fused_sgd_([p], [g], [buf], [step], sched_state, program, 0, base_lr=0.1, momentum=0.9,
+                       dampening=0.0, weight_decay=0.0, nesterov=False, maximize=False)
     for t, b in zip((p, g, step, buf, sched_state), before):
         assert torch.equal(t, b)
 
@@ -100,27 +113,29 @@ def test_corrupted_programs_never_crash_or_hang():
 def test_every_packed_schedule_is_valid():
     for schedule in SCHEDULES:
         for g, n in ((0, 1), (1, 3)):
-            _ops._C.check_program(schedule._pack(g, n))
+            _ops._C.check_program(schedule.program(g, n))
 
 
 # ---- the applied lr is recorded for every group that has state, with or without gradients -------
 
 def test_fused_step_without_tensors_records_the_applied_lr():
     schedule = S.StepLR(2, 0.5)
-    sched_state = torch.zeros(_sched_size(1), dtype=torch.float64)
-    sched_state[0] = 5  # k
-    ops.fused_step_([], [], [], [], [], [], sched_state, _program(schedule), 0, 1, 0,
-                    [0.1, 0.9, 0.999, 1e-8, 0.0], None, None, None)
-    assert sched_state[_LAYOUT["last_lr"]].item() == schedule.lr_at(5, 0.1)
+    layout = SchedLayout(1)
+    sched_state = torch.zeros(layout.size, dtype=torch.float64)
+    sched_state[layout.STEP] = 5  # k
+    ops.fused_adam_([], [], [], [], [], [], sched_state, _program(schedule), 0, base_lr=0.1, beta1=0.9, beta2=0.999,
+                    eps=1e-8, weight_decay=0.0, amsgrad=False, maximize=False, decoupled_weight_decay=True)
+    assert sched_state[layout.slot("last_lr", 0)].item() == schedule.lr_at(5, 0.1)
+    assert sched_state[layout.slot("next_lr", 0)].item() == schedule.lr_at(6, 0.1)
 
 
 @pytest.mark.parametrize("compiled", [False, True], ids=["eager", "op-path"])
-def test_get_last_lr_of_a_group_without_gradients(compiled, monkeypatch):
+def test_get_last_lr_of_a_group_without_gradients(compiled, request):
     a, b = nn.Parameter(torch.randn(4)), nn.Parameter(torch.randn(3))
     schedule = S.ExponentialLR(0.5)
     opt = lrfused.AdamW([{"params": [a]}, {"params": [b], "lr": 0.2}], lr=0.1, schedule=schedule)
     if compiled:  # the op path: what torch.compile traces
-        monkeypatch.setattr(lrfused.optim, "_use_op_path", lambda: True)
+        request.getfixturevalue("op_path")
     a.grad, b.grad = torch.ones(4), torch.ones(3)
     opt.step()
     b.grad = None  # group 1 keeps its state but has no gradient from now on
@@ -159,7 +174,7 @@ def test_grad_sq_norm_is_float64():
 
 
 @pytest.mark.parametrize("compiled", [False, True], ids=["eager", "op-path"])
-def test_clipping_fp64_gradients_past_float32_range(compiled, monkeypatch):
+def test_clipping_fp64_gradients_past_float32_range(compiled, request):
     """A sum of squares past 3.4e38 stays finite: the clip factor is right, not 0 (a silent zero update)."""
     values = torch.randn(50, dtype=torch.float64)
     grad = torch.randn(50, dtype=torch.float64) * 1e30
@@ -167,7 +182,7 @@ def test_clipping_fp64_gradients_past_float32_range(compiled, monkeypatch):
     lopt = lrfused.SGD([pa], lr=0.1, max_grad_norm=1.0)
     topt = torch.optim.SGD([pb], lr=0.1)
     if compiled:
-        monkeypatch.setattr(lrfused.optim, "_use_op_path", lambda: True)
+        request.getfixturevalue("op_path")
     pa.grad, pb.grad = grad.clone(), grad.clone()
     lopt.step()
     norm = torch.nn.utils.clip_grad_norm_([pb], 1.0)
@@ -267,7 +282,7 @@ def test_bit_identical_for_any_thread_count(opt_name, options, dtype):
 def test_long_sequential_schedules_are_valid_programs():
     # SequentialLR pushes one child at a time: any number of children fits the evaluator's stack.
     s = S.SequentialLR([S.ExponentialLR(0.9) for _ in range(40)], list(range(1, 40)))
-    _ops._C.check_program(s._pack(0, 1))
+    _ops._C.check_program(s.program(0, 1))
     assert s.lr_at(39, 1.0) == pytest.approx(1.0)
 
 

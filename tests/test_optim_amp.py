@@ -4,7 +4,8 @@ torch's fused optimizers take the two tensors as attributes (``opt.grad_scale``,
 by GradScaler); lrfused takes them as keyword arguments of ``step()``.  Semantics compared: gradients
 are divided by ``grad_scale``; ``found_inf != 0`` leaves params and state untouched and does not
 advance the step count.  Beyond torch: a skipped step does not advance lrfused's schedule either, so
-the reference steps its torch scheduler only after steps that were not skipped.
+the reference steps its torch scheduler only after steps that were not skipped.  The tests that take the
+`device` fixture run on the CPU and on a GPU (torch's fused optimizers and GradScaler on either).
 """
 import pytest
 import torch
@@ -39,7 +40,7 @@ SKIPPED = {4, 5, 11}  # never the first step: torch's fused SGD leaves an uninit
 
 
 def _scaled_grads(params, gen, scale, inject):
-    grads = [torch.randn(p.shape, dtype=torch.float64, generator=gen).to(p.dtype) * scale for p in params]
+    grads = [torch.randn(p.shape, dtype=torch.float64, generator=gen).to(p.device, p.dtype) * scale for p in params]
     if inject:
         grads[0].view(-1)[0] = float("inf")
         grads[-1].view(-1)[-1] = float("nan")
@@ -64,11 +65,11 @@ def _fused_cases():
 
 
 @pytest.mark.parametrize("opt_name,options,dtype,sched_name,which", _fused_cases())
-def test_matches_torch_fused(opt_name, options, dtype, sched_name, which):
+def test_matches_torch_fused(opt_name, options, dtype, sched_name, which, device):
     spec = SCHEDULES[sched_name]
     n = 25
     gen = torch.Generator().manual_seed(21)
-    pa, pb = leaf_pair(make_values(SHAPES, dtype, gen))
+    pa, pb = leaf_pair([v.to(device) for v in make_values(SHAPES, dtype, gen)])
     topt = getattr(torch.optim, opt_name)(pb, lr=0.05, fused=True, **options)
     tsched = spec.build_torch(topt, n)
     lopt = getattr(lrfused, opt_name)(pa, lr=0.05, schedule=spec.build_lrf(n), **options)
@@ -81,9 +82,9 @@ def test_matches_torch_fused(opt_name, options, dtype, sched_name, which):
             b.grad = g.clone()
         kwargs = {}
         if which != "found_inf_only":
-            kwargs["grad_scale"] = torch.tensor(scale, dtype=torch.float32)
+            kwargs["grad_scale"] = torch.tensor(scale, dtype=torch.float32, device=device)
         if which != "grad_scale_only":
-            kwargs["found_inf"] = torch.tensor(1.0 if skip else 0.0, dtype=torch.float32)
+            kwargs["found_inf"] = torch.tensor(1.0 if skip else 0.0, dtype=torch.float32, device=device)
         for key, v in kwargs.items():
             setattr(topt, key, v.clone())
         applied = [g["lr"] for g in topt.param_groups]
@@ -108,14 +109,14 @@ def test_matches_torch_fused(opt_name, options, dtype, sched_name, which):
     for sched in ("OneCycleLR", "StepLR", "CyclicLR", "ReduceLROnPlateau")
     if not (_sgd_without_momentum(o, opts) and SCHEDULES[sched].cycles_momentum)
 ])
-def test_skipped_steps_are_invisible(opt_name, options, sched_name):
+def test_skipped_steps_are_invisible(opt_name, options, sched_name, device):
     """A run with skipped steps (found_inf=1, inf/nan in the grads; the first step included) equals,
     bit for bit, the run in which those steps never happened: same params, state, step counts, lr."""
     spec = SCHEDULES[sched_name]
     n, skips = 30, {0, 3, 4, 17}
     cls = getattr(lrfused, opt_name)
     gen = torch.Generator().manual_seed(22)
-    vals = make_values(SHAPES, torch.float32, gen)
+    vals = [v.to(device) for v in make_values(SHAPES, torch.float32, gen)]
     pa, pb = leaf_pair(vals)
     a = cls(pa, lr=0.05, schedule=spec.build_lrf(n), **options)
     b = cls(pb, lr=0.05, schedule=spec.build_lrf(n), **options)
@@ -125,7 +126,7 @@ def test_skipped_steps_are_invisible(opt_name, options, sched_name):
         grads = _scaled_grads(pa, gen, 8.0, inject=skip)
         for p, g in zip(pa, grads):
             p.grad = g.clone()
-        a.step(grad_scale=torch.tensor(8.0), found_inf=torch.tensor(float(skip)))
+        a.step(grad_scale=torch.tensor(8.0, device=device), found_inf=torch.tensor(float(skip), device=device))
         if skip:
             continue
         for p, g in zip(pb, grads):
@@ -147,25 +148,32 @@ def test_skipped_steps_are_invisible(opt_name, options, sched_name):
 
 @pytest.mark.parametrize("opt_name,options", OPT_CASES, ids=OPT_IDS)
 @pytest.mark.parametrize("bad", ["inf", "nan", "finite"])
-def test_found_inf_leaves_params_and_state_bit_identical(opt_name, options, bad):
+def test_found_inf_leaves_params_and_state_bit_identical(opt_name, options, bad, device):
+    """A step with found_inf set leaves params, state and step counters bit-identical, and the gradients as
+    they were (a skipped step does not unscale them); the schedule does not advance."""
     gen = torch.Generator().manual_seed(23)
-    params = [v.requires_grad_(True) for v in make_values(SHAPES, torch.float32, gen)]
+    params = [v.to(device).requires_grad_(True) for v in make_values(SHAPES, torch.float32, gen)]
     opt = getattr(lrfused, opt_name)(params, lr=0.05, schedule=SCHEDULES["ExponentialLR"].build_lrf(10), **options)
     for k in range(3):
         for p in params:
-            p.grad = torch.randn(p.shape, generator=gen)
+            p.grad = torch.randn(p.shape, generator=gen).to(device)
         opt.step()
     lr_before = opt.get_last_lr()
     snap = snapshot(params, opt, lrf_state)
+    grads = []
     for p in params:
-        p.grad = torch.randn(p.shape, generator=gen)
+        p.grad = torch.randn(p.shape, generator=gen).to(device)
         if bad != "finite":
             p.grad.view(-1)[0] = float(bad)
-    opt.step(grad_scale=torch.tensor(65536.0), found_inf=torch.tensor(1.0))
+        grads.append(p.grad.clone())
+    opt.step(grad_scale=torch.tensor(65536.0, device=device), found_inf=torch.tensor(1.0, device=device))
     assert_bitwise_equal_snapshot(params, opt, snap, lrf_state, f"found_inf=1 ({bad} grads)")
+    for i, (p, g) in enumerate(zip(params, grads)):
+        assert torch.equal(p.grad.view(torch.int32), g.view(torch.int32)), f"found_inf=1 ({bad} grads): grad {i} changed"
+    assert opt.get_last_lr() == lr_before
     # the next real step applies lr_3, the lr the skipped step would have applied
     for p in params:
-        p.grad = torch.randn(p.shape, generator=gen)
+        p.grad = torch.randn(p.shape, generator=gen).to(device)
     opt.step()
     expected = SCHEDULES["ExponentialLR"].build_lrf(10).lr_at(3, 0.05)
     assert opt.get_last_lr() == [expected] and expected != lr_before[0]
@@ -176,17 +184,17 @@ def test_found_inf_leaves_params_and_state_bit_identical(opt_name, options, bad)
 # ------------------------------------------------------------------------------------------------
 
 
-def _amp_run(make_opt, make_sched, inject_at, steps, dtype):
-    """A tiny regression model trained with GradScaler('cpu'); infs injected into a gradient after
+def _amp_run(make_opt, make_sched, inject_at, steps, dtype, device="cpu"):
+    """A tiny regression model trained with GradScaler(device); infs injected into a gradient after
     backward at the steps in ``inject_at``.  Returns params, optimizer, scaler, scale history."""
     g = torch.Generator().manual_seed(31)
-    w = torch.randn(8, 5, dtype=dtype, generator=g).requires_grad_(True)
-    b = torch.randn(5, dtype=dtype, generator=g).requires_grad_(True)
-    x = torch.randn(steps, 16, 8, dtype=dtype, generator=g)
-    y = torch.randn(steps, 16, 5, dtype=dtype, generator=g)
+    w = torch.randn(8, 5, dtype=dtype, generator=g).to(device).requires_grad_(True)
+    b = torch.randn(5, dtype=dtype, generator=g).to(device).requires_grad_(True)
+    x = torch.randn(steps, 16, 8, dtype=dtype, generator=g).to(device)
+    y = torch.randn(steps, 16, 5, dtype=dtype, generator=g).to(device)
     opt = make_opt([w, b])
     sched = make_sched(opt)
-    scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 12, growth_interval=3)
+    scaler = torch.amp.GradScaler(device, init_scale=2.0 ** 12, growth_interval=3)
     scales = []
     for k in range(steps):
         opt.zero_grad()
@@ -204,15 +212,15 @@ def _amp_run(make_opt, make_sched, inject_at, steps, dtype):
 
 @pytest.mark.parametrize("opt_name,options", [OPT_CASES[0], OPT_CASES[4], OPT_CASES[5]], ids=["SGD", "Adam", "AdamW"])
 @pytest.mark.parametrize("sched_name", ["constant", "OneCycleLR"])
-def test_grad_scaler_drives_lrfused(opt_name, options, sched_name):
+def test_grad_scaler_drives_lrfused(opt_name, options, sched_name, device):
     spec = SCHEDULES[sched_name]
     steps, inject = 24, {2, 3, 9, 15}
     pl, lopt, lscaler, lscales = _amp_run(
         lambda ps: getattr(lrfused, opt_name)(ps, lr=0.02, schedule=spec.build_lrf(steps), **options),
-        lambda o: None, inject, steps, torch.float64)
+        lambda o: None, inject, steps, torch.float64, device)
     pt, topt, tscaler, tscales = _amp_run(
         lambda ps: getattr(torch.optim, opt_name)(ps, lr=0.02, fused=True, **options),
-        lambda o: spec.build_torch(o, steps), inject, steps, torch.float64)
+        lambda o: spec.build_torch(o, steps), inject, steps, torch.float64, device)
     assert lscales == tscales
     assert len(set(tscales)) > 2, "the scale must both back off and grow in this run"
     compare_states(lopt, topt, pl, pt, torch.float64, f"GradScaler {opt_name} {sched_name}", extra_state_keys(opt_name))

@@ -1,6 +1,7 @@
 """Fused gradient clipping (max_grad_norm) and mixed-precision optimizer state (state_dtype), each
 against torch running live: torch.nn.utils.clip_grad_norm_ + the torch optimizer, and torch's optimizer
-with the same storage rounding applied between steps."""
+with the same storage rounding applied between steps. The state_dtype tests take the `device` fixture (CPU,
+and a GPU where there is one)."""
 import math
 
 import pytest
@@ -12,13 +13,13 @@ from lrfused import schedules as S
 SHAPES = [(7,), (3, 5), (300,), (1,)]
 
 
-def _pairs(dtype, gen):
-    values = [torch.randn(s, generator=gen, dtype=torch.float64).to(dtype) for s in SHAPES]
+def _pairs(dtype, gen, device="cpu"):
+    values = [torch.randn(s, generator=gen, dtype=torch.float64).to(device, dtype) for s in SHAPES]
     return ([v.clone().requires_grad_() for v in values], [v.clone().requires_grad_() for v in values])
 
 
 def _grads(params, gen, scale):
-    return [torch.randn(p.shape, generator=gen, dtype=torch.float64).to(p.dtype) * scale for p in params]
+    return [torch.randn(p.shape, generator=gen, dtype=torch.float64).to(p.device, p.dtype) * scale for p in params]
 
 
 @pytest.mark.parametrize("opt_name,kwargs", [
@@ -117,11 +118,11 @@ def _bf16_round(t):
 @pytest.mark.parametrize("opt_name,kwargs", [("AdamW", dict(lr=0.01, weight_decay=0.1)),
                                              ("SGD", dict(lr=0.05, momentum=0.9))])
 @pytest.mark.parametrize("param_dtype", [torch.bfloat16, torch.float16])
-def test_fp32_state_for_16bit_params(opt_name, kwargs, param_dtype):
+def test_fp32_state_for_16bit_params(opt_name, kwargs, param_dtype, device):
     """16-bit parameters with fp32 state equal torch's optimizer run on an fp32 copy whose parameters are
     rounded to the 16-bit dtype after every step (the state stays fp32)."""
     gen = torch.Generator().manual_seed(7)
-    values = [torch.randn(s, generator=gen).to(param_dtype) for s in SHAPES]
+    values = [torch.randn(s, generator=gen).to(device, param_dtype) for s in SHAPES]
     mine = [v.clone().requires_grad_() for v in values]
     ref = [v.float().requires_grad_() for v in values]
     opt = getattr(lrfused, opt_name)(mine, **kwargs, state_dtype=torch.float32, schedule=S.StepLR(4, 0.5))
@@ -129,7 +130,7 @@ def test_fp32_state_for_16bit_params(opt_name, kwargs, param_dtype):
     sched = torch.optim.lr_scheduler.StepLR(topt, 4, 0.5)
     for k in range(15):
         for a, b in zip(mine, ref):
-            g = torch.randn(a.shape, generator=gen).to(param_dtype)
+            g = torch.randn(a.shape, generator=gen).to(device, param_dtype)
             a.grad = g.clone()
             b.grad = g.float()
         opt.step()
@@ -147,10 +148,10 @@ def test_fp32_state_for_16bit_params(opt_name, kwargs, param_dtype):
                     torch.testing.assert_close(opt.state[a][key], value, rtol=1e-5, atol=1e-6)
 
 
-def test_bf16_state_for_fp32_params():
+def test_bf16_state_for_fp32_params(device):
     """fp32 parameters with bf16 state equal torch's AdamW whose state is rounded to bf16 after every step."""
     gen = torch.Generator().manual_seed(8)
-    mine, ref = _pairs(torch.float32, gen)
+    mine, ref = _pairs(torch.float32, gen, device)
     opt = lrfused.AdamW(mine, lr=0.01, state_dtype=torch.bfloat16)
     topt = torch.optim.AdamW(ref, lr=0.01, foreach=False)
     for k in range(12):

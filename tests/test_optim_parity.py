@@ -1,6 +1,7 @@
 """lrfused.SGD/Adam/AdamW vs torch.optim (foreach=False) + torch.optim.lr_scheduler, live, every step.
 
-Tolerances and their justification: tests/optim_helpers.py (TOL).
+Tolerances and their justification: lrfused.testing (TOLERANCE). The parity tests take the `device` fixture
+(tests/conftest.py): each runs on the CPU and, where lrfused was built with CUDA and a GPU is visible, on the GPU.
 """
 import pytest
 import torch
@@ -48,8 +49,8 @@ def _schedule_sweep_cases():
 
 
 @pytest.mark.parametrize("opt_name,options,sched_name", _schedule_sweep_cases())
-def test_parity_fp64_schedules(opt_name, options, sched_name):
-    run_parity(opt_name, options, ALL_SCHEDULES[sched_name], dtype=torch.float64, steps=100)
+def test_parity_fp64_schedules(opt_name, options, sched_name, device):
+    run_parity(opt_name, options, ALL_SCHEDULES[sched_name], dtype=torch.float64, steps=100, device=device)
 
 
 def _option_sweep_cases():
@@ -64,8 +65,8 @@ def _option_sweep_cases():
 
 
 @pytest.mark.parametrize("opt_name,options,sched_name", _option_sweep_cases())
-def test_parity_fp64_options(opt_name, options, sched_name):
-    run_parity(opt_name, options, SCHEDULES[sched_name], dtype=torch.float64, steps=100, seed=1)
+def test_parity_fp64_options(opt_name, options, sched_name, device):
+    run_parity(opt_name, options, SCHEDULES[sched_name], dtype=torch.float64, steps=100, seed=1, device=device)
 
 
 def _fp32_cases():
@@ -80,8 +81,8 @@ def _fp32_cases():
 
 
 @pytest.mark.parametrize("opt_name,options,sched_name", _fp32_cases())
-def test_parity_fp32(opt_name, options, sched_name):
-    run_parity(opt_name, options, SCHEDULES[sched_name], dtype=torch.float32, steps=100, seed=2)
+def test_parity_fp32(opt_name, options, sched_name, device):
+    run_parity(opt_name, options, SCHEDULES[sched_name], dtype=torch.float32, steps=100, seed=2, device=device)
 
 
 def _lowp_cases():
@@ -97,23 +98,24 @@ def _lowp_cases():
 
 
 @pytest.mark.parametrize("opt_name,options,sched_name,dtype", _lowp_cases())
-def test_parity_low_precision_resynced(opt_name, options, sched_name, dtype):
-    run_parity(opt_name, options, SCHEDULES[sched_name], dtype=dtype, steps=40, seed=3)
+def test_parity_low_precision_resynced(opt_name, options, sched_name, dtype, device):
+    run_parity(opt_name, options, SCHEDULES[sched_name], dtype=dtype, steps=40, seed=3, device=device)
 
 
 @pytest.mark.parametrize("opt_name", OPT_NAMES)
-def test_plateau_metric_as_zero_dim_tensor(opt_name):
+def test_plateau_metric_as_zero_dim_tensor(opt_name, device):
+    """report() with a 0-dim tensor on the parameters' device (on a GPU: consumed there, without a sync)."""
     run_parity(opt_name, OPTIONS[opt_name][1], SCHEDULES["ReduceLROnPlateau"], dtype=torch.float64, steps=60,
-               metric_as_tensor=True)
+               metric_as_tensor=True, device=device)
 
 
 @pytest.mark.parametrize("opt_name", ["SGD", "Adam"])
-def test_momentum_cycling_overrides_constructor_momentum(opt_name):
+def test_momentum_cycling_overrides_constructor_momentum(opt_name, device):
     """torch's CyclicLR/OneCycleLR overwrite SGD's momentum (even when it was 0) and Adam's beta1; the
     overwritten value is what torch's SGD/Adam then use."""
     opts = {"momentum": 0.0} if opt_name == "SGD" else {"betas": (0.5, 0.999)}
-    run_parity(opt_name, opts, SCHEDULES["OneCycleLR"], dtype=torch.float64, steps=60)
-    run_parity(opt_name, opts, SCHEDULES["CyclicLR"], dtype=torch.float64, steps=60)
+    run_parity(opt_name, opts, SCHEDULES["OneCycleLR"], dtype=torch.float64, steps=60, device=device)
+    run_parity(opt_name, opts, SCHEDULES["CyclicLR"], dtype=torch.float64, steps=60, device=device)
 
 
 def test_schedule_families_are_all_exercised():
@@ -154,18 +156,18 @@ def _flat_shapes():
 
 @pytest.mark.parametrize("opt_name", OPT_NAMES)
 @pytest.mark.parametrize("sched_name", ["constant", "CosineAnnealingLR", "ExponentialLR", "ReduceLROnPlateau", "LambdaLR"])
-def test_groups_share_constructor_schedule(opt_name, sched_name):
+def test_groups_share_constructor_schedule(opt_name, sched_name, device):
     """Per-group hyperparameters, one schedule for all groups (each group scaled from its own lr)."""
     spec = SCHEDULES[sched_name]
     lrf_cls, torch_cls = getattr(lrfused, opt_name), getattr(torch.optim, opt_name)
     gen = torch.Generator().manual_seed(5)
-    pa, pb = leaf_pair(make_values(_flat_shapes(), torch.float64, gen))
+    pa, pb = leaf_pair([v.to(device) for v in make_values(_flat_shapes(), torch.float64, gen)])
     topt = torch_cls(_groups(pb, GROUP_OPTIONS[opt_name]), foreach=False)
     n = 80
     tsched = spec.build_torch(topt, n)
     lopt = lrf_cls(_groups(pa, GROUP_OPTIONS[opt_name]), schedule=spec.build_lrf(n))
     for k in range(n):
-        set_grads(pa, pb, draw_grads(pa, gen, torch.float64))
+        set_grads(pa, pb, [g.to(device) for g in draw_grads(pa, gen, torch.float64)])
         applied = [g["lr"] for g in topt.param_groups]
         topt.step()
         lopt.step()
@@ -442,24 +444,3 @@ def test_plateau_in_one_group_and_a_step_schedule_in_another(opt_name):
         assert_lr_close(lopt.get_last_lr(), applied, 0.1, what)
     assert applied[0] < 0.05, "the plateau group must have been reduced"
 
-
-# ------------------------------------------------------------------------------------------------
-# CUDA (skipped without a CUDA build and a GPU; conftest's `cuda` marker)
-# ------------------------------------------------------------------------------------------------
-
-
-def _cuda_cases():
-    cases = []
-    for opt in OPT_NAMES:
-        for o in (OPTIONS[opt][1], OPTIONS[opt][2]):
-            for name in ("constant", "OneCycleLR", "SequentialLR", "ReduceLROnPlateau", "CyclicLR"):
-                for dtype in (torch.float64, torch.float32, torch.bfloat16):
-                    cases.append(pytest.param(opt, o, name, dtype, id=f"{opt}-{option_id(o)}-{name}-{str(dtype)[6:]}"))
-    return cases
-
-
-@pytest.mark.cuda
-@pytest.mark.parametrize("opt_name,options,sched_name,dtype", _cuda_cases())
-def test_parity_cuda(opt_name, options, sched_name, dtype):
-    run_parity(opt_name, options, SCHEDULES[sched_name], dtype=dtype, steps=100 if dtype != torch.bfloat16 else 40,
-               seed=4, device="cuda", metric_as_tensor=SCHEDULES[sched_name].plateau)

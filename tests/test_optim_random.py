@@ -1,7 +1,7 @@
 """Randomized parity: hypothesis draws the optimizer, its options, dtype, tensor count and shapes, a
 schedule (possibly composed with SequentialLR / ChainedScheduler) and the step count; lrfused runs
 next to torch.optim (foreach=False) + the equivalent live torch scheduler and every parameter, state
-tensor and lr is compared after every step (tolerances: optim_helpers.TOL).
+tensor and lr is compared after every step (tolerances: lrfused.testing.TOLERANCE).
 
 LRFUSED_HYPOTHESIS_EXAMPLES sets the number of examples (default 60, well under a minute).
 """

@@ -1,14 +1,14 @@
-"""Awkward sizes, layouts and parameter sets, each against torch.optim running live."""
+"""Awkward sizes, layouts and parameter sets, each against torch.optim running live (on the CPU and, through
+the `device` fixture, on a GPU where there is one)."""
 import pytest
 import torch
 
 import lrfused
+from lrfused.testing import TOLERANCE, assert_close
 
 from optim_helpers import (
     SCHEDULES,
-    TOL,
     assert_lr_close,
-    assert_tensor_close,
     compare_states,
     draw_grads,
     extra_state_keys,
@@ -33,15 +33,17 @@ OPT_IDS = [c[0] for c in OPT_CASES]
 @pytest.mark.parametrize("numel", [0, 1, 3, 97, 4097, 65537])
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["fp64", "fp32"])
 @pytest.mark.parametrize("opt_name,options", OPT_CASES, ids=OPT_IDS)
-def test_sizes(numel, dtype, opt_name, options):
+def test_sizes(numel, dtype, opt_name, options, device):
     # a second small tensor makes the group's work list hold more than one chunk source
-    run_parity(opt_name, options, SCHEDULES["CosineAnnealingLR"], dtype=dtype, steps=6, shapes=((numel,), (5,)))
+    run_parity(opt_name, options, SCHEDULES["CosineAnnealingLR"], dtype=dtype, steps=6, shapes=((numel,), (5,)),
+               device=device)
 
 
 @pytest.mark.parametrize("opt_name,options", OPT_CASES, ids=OPT_IDS)
-def test_sizes_low_precision(opt_name, options):
+def test_sizes_low_precision(opt_name, options, device):
     for numel in (1, 3, 97, 4097):
-        run_parity(opt_name, options, SCHEDULES["CyclicLR"], dtype=torch.bfloat16, steps=4, shapes=((numel,), (2, 3)))
+        run_parity(opt_name, options, SCHEDULES["CyclicLR"], dtype=torch.bfloat16, steps=4, shapes=((numel,), (2, 3)),
+                   device=device)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -60,22 +62,22 @@ VIEWS = {
 @pytest.mark.parametrize("view_name", list(VIEWS))
 @pytest.mark.parametrize("opt_name,options", OPT_CASES, ids=OPT_IDS)
 @pytest.mark.parametrize("grad_layout", ["contiguous", "transposed-grad"])
-def test_non_contiguous_params(view_name, opt_name, options, grad_layout):
+def test_non_contiguous_params(view_name, opt_name, options, grad_layout, device):
     """A parameter that is a strided view of a bigger tensor: the view is updated as torch updates it
     and every element of the base outside the view is left bit-identical."""
     view = VIEWS[view_name]
     gen = torch.Generator().manual_seed(11)
-    base0 = torch.randn(24, 25, dtype=torch.float64, generator=gen)
+    base0 = torch.randn(24, 25, dtype=torch.float64, generator=gen).to(device)
     base_a, base_b = base0.clone(), base0.clone()
     pa, pb = view(base_a), view(base_b)  # leaves (the bases do not require grad)
     assert not pa.is_contiguous() and pa.is_leaf
     lrf_cls, torch_cls = getattr(lrfused, opt_name), getattr(torch.optim, opt_name)
     topt = torch_cls([pb], lr=0.05, foreach=False, **options)
     lopt = lrf_cls([pa], lr=0.05, **options)
-    inside = torch.zeros(24, 25, dtype=torch.bool)
+    inside = torch.zeros(24, 25, dtype=torch.bool, device=device)
     view(inside).fill_(True)
     for k in range(8):
-        g = torch.randn(pa.shape, dtype=torch.float64, generator=gen)
+        g = torch.randn(pa.shape, dtype=torch.float64, generator=gen).to(device)
         if grad_layout == "transposed-grad" and g.dim() >= 2:
             g = g.transpose(0, 1).contiguous().transpose(0, 1)
         pa.grad = g.clone()
@@ -87,22 +89,24 @@ def test_non_contiguous_params(view_name, opt_name, options, grad_layout):
     assert not torch.equal(base_a[inside], base0[inside])
 
 
-def test_params_that_are_views_of_one_buffer():
-    """Several parameters carved out of one flat buffer (as FSDP/apex flatten them), disjoint."""
+def test_params_that_are_views_of_one_buffer(device):
+    """Several parameters carved out of one flat buffer (as FSDP/apex flatten them), disjoint; two of them
+    start 4 bytes past a 16-byte boundary (no vector loads from their first element)."""
     gen = torch.Generator().manual_seed(12)
-    flat0 = torch.randn(1000, dtype=torch.float32, generator=gen)
+    flat0 = torch.randn(1000, dtype=torch.float32, generator=gen).to(device)
     fa, fb = flat0.clone(), flat0.clone()
     cuts = [(0, 300, (30, 10)), (300, 301, (1,)), (301, 701, (20, 20)), (701, 1000, (299,))]
     pa = [fa[i:j].view(s) for i, j, s in cuts]
     pb = [fb[i:j].view(s) for i, j, s in cuts]
+    assert [p.data_ptr() % 16 for p in pa] == [0, 0, 4, 4]
     topt = torch.optim.AdamW(pb, lr=0.01, foreach=False)
     lopt = lrfused.AdamW(pa, lr=0.01)
     for k in range(20):
-        set_grads(pa, pb, draw_grads(pa, gen, torch.float32))
+        set_grads(pa, pb, [g.to(device) for g in draw_grads(pa, gen, torch.float32)])
         topt.step()
         lopt.step()
         compare_states(lopt, topt, pa, pb, torch.float32, f"views of one buffer step {k}")
-    torch.testing.assert_close(fa, fb, rtol=TOL[torch.float32], atol=TOL[torch.float32])
+    torch.testing.assert_close(fa, fb, rtol=TOLERANCE[torch.float32], atol=TOLERANCE[torch.float32])
 
 
 # ------------------------------------------------------------------------------------------------
@@ -111,10 +115,10 @@ def test_params_that_are_views_of_one_buffer():
 
 
 @pytest.mark.parametrize("opt_name,options", OPT_CASES, ids=OPT_IDS)
-def test_five_thousand_tiny_tensors(opt_name, options):
+def test_five_thousand_tiny_tensors(opt_name, options, device):
     gen = torch.Generator().manual_seed(13)
     shapes = [(1 + i % 4,) if i % 3 else (1, 1 + i % 2) for i in range(5000)]
-    pa, pb = leaf_pair(make_values(shapes, torch.float64, gen))
+    pa, pb = leaf_pair([v.to(device) for v in make_values(shapes, torch.float64, gen)])
     lrf_cls, torch_cls = getattr(lrfused, opt_name), getattr(torch.optim, opt_name)
     topt = torch_cls(pb, lr=0.05, foreach=False, **options)
     sched = SCHEDULES["OneCycleLR"]
@@ -122,12 +126,12 @@ def test_five_thousand_tiny_tensors(opt_name, options):
     lopt = lrf_cls(pa, lr=0.05, schedule=sched.build_lrf(4), **options)
     flat = lambda ts: torch.cat([t.detach().reshape(-1) for t in ts])
     for k in range(4):
-        set_grads(pa, pb, draw_grads(pa, gen, torch.float64))
+        set_grads(pa, pb, [g.to(device) for g in draw_grads(pa, gen, torch.float64)])
         topt.step()
         tsched.step()
         lopt.step()
         # one comparison per state key over the concatenation of all 5000 tensors
-        assert_tensor_close(flat(pa), flat(pb), torch.float64, "param", f"5000 tensors step {k}")
+        assert_close(flat(pa), flat(pb), key="param", what=f"5000 tensors step {k}")
         keys = [k_ for k_, v in topt.state[pb[0]].items() if isinstance(v, torch.Tensor)]
         assert keys
         for key in keys:
@@ -136,7 +140,7 @@ def test_five_thousand_tiny_tensors(opt_name, options):
             if key == "step":
                 assert all(torch.equal(x, y) and x.dtype == y.dtype for x, y in zip(a, b)), f"step differs at step {k}"
             else:
-                assert_tensor_close(flat(a), flat(b), torch.float64, key, f"5000 tensors step {k}")
+                assert_close(flat(a), flat(b), key=key, what=f"5000 tensors step {k}")
 
 
 # ------------------------------------------------------------------------------------------------

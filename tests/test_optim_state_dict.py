@@ -39,7 +39,7 @@ def _values(seed=0, dtype=torch.float64):
 
 def _grads(k, params, seed=100):
     g = torch.Generator().manual_seed(seed * 100003 + k)
-    return [torch.randn(p.shape, dtype=torch.float64, generator=g).to(p.dtype) for p in params]
+    return [torch.randn(p.shape, dtype=torch.float64, generator=g).to(p.device, p.dtype) for p in params]
 
 
 def _leaves(values):
@@ -203,10 +203,10 @@ def test_resume_keeps_plateau_counters():
 
 
 @pytest.mark.parametrize("opt_name,options", OPT_CASES, ids=OPT_IDS)
-def test_torch_state_dict_loads_into_lrfused(opt_name, options):
+def test_torch_state_dict_loads_into_lrfused(opt_name, options, device):
     """A torch optimizer's state_dict loaded into the lrfused namesake continues exactly as torch does
     (Adam's bias correction continues from the loaded step)."""
-    vals = _values(3)
+    vals = [v.to(device) for v in _values(3)]
     pt = _leaves(vals)
     topt = _torch_run(opt_name, options, pt, 7)
     sd = copy.deepcopy(topt.state_dict())

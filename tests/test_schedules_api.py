@@ -8,6 +8,7 @@ import warnings
 import pytest
 import torch
 
+from lrfused import contract
 from lrfused import schedules as S
 from test_schedules_torch import CASES, LR_A, LR_B, assert_live, live_torch
 
@@ -157,16 +158,20 @@ def test_cycles_momentum_and_max_step_propagate():
     assert S.Constant().max_step() is None and not S.Constant().is_plateau
 
 
-def test_pack_format():
-    prog = S.SequentialLR([S.StepLR(3, 0.5), S.ExponentialLR(0.9)], [4])._pack(0, 1)
+def test_program_format():
+    schedule = S.SequentialLR([S.StepLR(3, 0.5), S.ExponentialLR(0.9)], [4])
+    prog = schedule.program(0, 1)
     assert prog.dtype == torch.float64 and prog.device.type == "cpu" and prog.dim() == 1
-    assert prog.tolist() == [13, 11, 2, 4, 2, 4, 3, 0.5, 6, 3, 0.9]
+    children = [contract.node("STEP", {"step_size": 3, "gamma": 0.5}), contract.node("EXPONENTIAL", {"gamma": 0.9})]
+    assert prog.tolist() == contract.node("SEQUENTIAL", {"count": 2}, tail=[4], children=children)
+    prog.zero_()  # a fresh tensor: the caller's to change
+    assert schedule.program(0, 1).tolist() == contract.node("SEQUENTIAL", {"count": 2}, tail=[4], children=children)
     with pytest.raises(ValueError, match="group_index"):
-        S.StepLR(3)._pack(2, 2)
+        S.StepLR(3).program(2, 2)
     with pytest.raises(ValueError, match="Expected 3 lr_lambdas, but got 2"):
-        S.LambdaLR([lambda k: 1.0, lambda k: 2.0], 5)._pack(0, 3)
+        S.LambdaLR([lambda k: 1.0, lambda k: 2.0], 5).program(0, 3)
     with pytest.raises(ValueError, match="max_lr must have the same length"):
-        S.OneCycleLR([0.1, 0.2], total_steps=10)._pack(0, 3)
+        S.OneCycleLR([0.1, 0.2], total_steps=10).program(0, 3)
 
 
 def test_nesting_depth_is_bounded():

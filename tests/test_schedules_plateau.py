@@ -5,17 +5,11 @@ import math
 import pytest
 import torch
 
-from lrfused import _ops
 from lrfused import schedules as S
+from lrfused.contract import SchedLayout  # the sched_state layout, as the extension defines it
 
-# The sched_state layout, as the extension defines it (csrc/lrf_common.h).
-_LAYOUT = _ops._C.sched_layout()
-SLOT_BEST, SLOT_BAD, SLOT_COOLDOWN, SLOT_EPOCH, SLOT_LAST_LR = (
-    _LAYOUT[k] for k in ("plateau_best", "plateau_bad", "plateau_cooldown", "plateau_epoch", "last_lr"))
-
-
-def sched_size(num_groups):
-    return SLOT_LAST_LR + _LAYOUT["slots_per_group"] * num_groups
+SLOT_BEST, SLOT_BAD, SLOT_COOLDOWN, SLOT_EPOCH = (SchedLayout.PLATEAU_BEST, SchedLayout.PLATEAU_BAD,
+                                                  SchedLayout.PLATEAU_COOLDOWN, SchedLayout.PLATEAU_EPOCH)
 
 METRICS = [10.0, 9.0, 9.5, 9.4, 9.3, 9.2, 9.1, 8.0, 8.0, 8.0, 8.0, 7.9999, 8.0, 8.1, 8.2, 8.3, 8.4, 8.5,
            7.0, 7.5, 7.2, 7.3, 7.1, 7.05, 7.0, 7.0, 7.0, 7.0, 7.0, 7.0, 7.0, 6.0, 6.5, 6.5, 6.5, 6.5, 6.5,
@@ -24,14 +18,14 @@ METRICS = [10.0, 9.0, 9.5, 9.4, 9.3, 9.2, 9.1, 8.0, 8.0, 8.0, 8.0, 7.9999, 8.0, 
 
 def run_op(schedule, base_lrs, metrics, metric_dtype=torch.float64):
     G = len(base_lrs)
-    state = torch.zeros(sched_size(G), dtype=torch.float64)
-    for g, lr in enumerate(base_lrs):
-        state[SLOT_LAST_LR + G + g] = lr
+    layout = SchedLayout(G)
+    state = torch.zeros(layout.size, dtype=torch.float64)
+    state[layout.region("plateau_lr")] = torch.tensor(base_lrs, dtype=torch.float64)
     config = schedule.plateau_config(G)
     out = []
     for m in metrics:
         torch.ops.lrfused.plateau_report_(state, torch.tensor(m, dtype=metric_dtype), config, G)
-        out.append(state[SLOT_LAST_LR + G:SLOT_LAST_LR + 2 * G].tolist())
+        out.append(state[layout.region("plateau_lr")].tolist())
     return out, state
 
 
@@ -80,7 +74,7 @@ def test_plateau_lr_actually_reduces_and_floors():
     # guards the sequence above against being trivially constant
     _, state = run_op(S.ReduceLROnPlateau(patience=0, factor=0.5, min_lr=[0.03, 0.001]), [0.1, 0.04],
                       METRICS)
-    assert state[SLOT_LAST_LR + 2:SLOT_LAST_LR + 4].tolist() == [0.03, 0.001]
+    assert state[SchedLayout(2).region("plateau_lr")].tolist() == [0.03, 0.001]
 
 
 def test_plateau_first_report_initialises_best_from_zeroed_state():
@@ -113,10 +107,10 @@ def test_plateau_config_and_checks():
         S.StepLR(2).plateau_config(1)
     # host evaluation: the plateau leaf is the base lr
     assert s.lrs(4, 0.3).tolist() == [0.3] * 4
-    state = torch.zeros(sched_size(1), dtype=torch.float64)
+    state = torch.zeros(SchedLayout(1).size, dtype=torch.float64)
     with pytest.raises(RuntimeError, match="config must hold"):
         torch.ops.lrfused.plateau_report_(state, torch.tensor(1.0), [0.0] * 7, 1)
-    with pytest.raises(RuntimeError, match=f"sched_state has {sched_size(1)} slots, expected {sched_size(2)}"):
+    with pytest.raises(RuntimeError, match=f"sched_state has {SchedLayout(1).size} slots, expected {SchedLayout(2).size}"):
         torch.ops.lrfused.plateau_report_(state, torch.tensor(1.0), [0.0] * 9, 2)
 
 
@@ -134,11 +128,12 @@ def test_plateau_not_allowed_inside_composites():
 
 
 def test_plateau_ops_pass_opcheck():
-    state = torch.zeros(sched_size(2), dtype=torch.float64)
-    state[10:12] = 0.1
+    layout = SchedLayout(2)
+    state = torch.zeros(layout.size, dtype=torch.float64)
+    state[layout.region("plateau_lr")] = 0.1
     torch.library.opcheck(torch.ops.lrfused.plateau_report_.default,
                           (state, torch.tensor(2.0, dtype=torch.float64),
                            S.ReduceLROnPlateau(patience=0).plateau_config(2), 2))
-    prog = S.OneCycleLR(1.0, total_steps=10)._pack()
+    prog = S.OneCycleLR(1.0, total_steps=10).program()
     torch.library.opcheck(torch.ops.lrfused.schedule_lrs.default, (prog, torch.arange(12), 0.5))
     torch.library.opcheck(torch.ops.lrfused.schedule_momenta.default, (prog, torch.arange(12), 0.9))

@@ -259,12 +259,12 @@ def test_cyclic_per_group_lists_and_no_momentum():
     for g in range(2):
         assert_live(ours.lrs(n, group=g), expected[g], kw["base_lr"][g])
         assert_live(ours.momenta(n, 0.0, group=g), expected_m[g], 0.9)
-        assert_live(torch.ops.lrfused.schedule_lrs(ours._pack(g, 2), torch.arange(n), 1.0), expected[g], 0.1)
+        assert_live(torch.ops.lrfused.schedule_lrs(ours.program(g, 2), torch.arange(n), 1.0), expected[g], 0.1)
     flat = S.CyclicLR(0.01, 0.1, step_size_up=4, cycle_momentum=False)
     assert not flat.cycles_momentum
     assert torch.equal(flat.momenta(n, 0.37), torch.full((n,), 0.37, dtype=torch.float64))
     with pytest.raises(ValueError, match="base_lr must have the same length as optimizer.param_groups"):
-        ours._pack(0, 3)
+        ours.program(0, 3)
 
 
 ONE_CYCLE = [

@@ -290,8 +290,7 @@ def test_lightning_plateau_monitor(tmp_path):
                         default_root_dir=str(tmp_path))
     trainer.fit(module, _loader(), _loader(16))
     opt = trainer.optimizers[0]
-    state = opt._sched_states[torch.device("cpu")]
-    assert int(state[4]) == 3  # one report per validation epoch
+    assert opt.schedule_state.plateau["num_reports"] == 3  # one report per validation epoch
     assert opt.scheduler.last_epoch == 3 * 16
     # Lightning reported each epoch's mean val_loss (4 equal batches): replay them into torch's scheduler
     epoch_means = [sum(module.val_losses[i:i + 4]) / 4 for i in range(0, 12, 4)]

@@ -6,6 +6,7 @@
 # (.venv, lrfused/_C*.so) is left alone; the copy keeps its build folder between runs and the sources'
 # times, so ninja recompiles only what changed.
 #   usage: tools/cuda_check.sh PYTHON   (PYTHON: the interpreter of a venv with a CUDA build of torch)
+#   CUDA_CHECK_TESTS=0 tools/cuda_check.sh PYTHON   build, load and check the dispatcher only
 set -euo pipefail
 PY="$(cd "$(dirname "$1")" && pwd)/$(basename "$1")"
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
@@ -41,4 +42,7 @@ print(f"cuda-check: lrfused loads with its CUDA kernels; {len(ops)} ops, each wi
 PY
 
 # The suite on this build (tests/test_build.py checks the dispatcher too; CUDA tests skip without a GPU).
-"$PY" -m pytest -q -p no:cacheprovider tests
+# CUDA_CHECK_TESTS=0 stops after the build and the dispatcher check.
+if [ "${CUDA_CHECK_TESTS:-1}" != 0 ]; then
+  "$PY" -m pytest -q -p no:cacheprovider tests
+fi

@@ -79,7 +79,7 @@ print("loaded:", lrfused.__file__, "ops:", ops, "has_cuda:", _ops.has_cuda())
 PY
 
 if [[ "$HAS_GPU" == 1 ]]; then
-  run_phase cuda-tests 60 300 env LRFUSED_TEST_TIMEOUT=60 "$PY" -m pytest -q -p no:cacheprovider -m cuda \
+  run_phase cuda-tests 60 300 env LRFUSED_TEST_TIMEOUT=60 "$PY" -m pytest -q -p no:cacheprovider -m cuda --durations=20 \
     --junitxml="$OUT/cuda-tests.xml" tests
   if command -v compute-sanitizer > /dev/null || [[ -x "$CUDA_HOME/bin/compute-sanitizer" ]]; then
     SAN="$(command -v compute-sanitizer || echo "$CUDA_HOME/bin/compute-sanitizer")"

@@ -3,10 +3,12 @@
 #pragma once
 #include <cstdint>
 
+#include "contract.h"
+
 namespace lrfused {
 namespace cpu {
 
-enum class DType : int { F32 = 0, F64 = 1, BF16 = 2, F16 = 3 };
+using ::lrfused::DType;  // the contract's (contract.h)
 
 // One parameter's buffers. s1: exp_avg | momentum buffer, s2: exp_avg_sq, s3: max_exp_avg_sq (may be
 // null when unused). step: the parameter's float32 step counter, read and incremented by the kernel.

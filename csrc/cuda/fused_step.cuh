@@ -6,7 +6,6 @@
 // through math::sgd_update / math::adam_update.
 #pragma once
 #include "cuda/multi_tensor_apply.cuh"
-#include "lrf_common.h"
 #include "update_math.h"
 
 namespace lrfused {
@@ -20,6 +19,7 @@ struct StepHeader {
   const float* found_inf;
   const float* grad_factor;
   int group_index;
+  int num_groups;
   int flags;
   int has_state1;  // SGD: momentum buffers were given
 };
@@ -47,7 +47,7 @@ struct SgdPolicy {
   __device__ static Block<C> make(const StepHeader& h, double lr, double momentum, float step) {
     Block<C> b;
     const double wd = h.hyper[HYPER_WEIGHT_DECAY];
-    b.s = math::make_sgd_scalars<C>(lr, momentum, h.hyper[HYPER_DAMPENING], wd);
+    b.s = math::make_sgd_scalars<C>(lr, momentum, h.hyper[HYPER_DAMPENING_BETA2], wd);
     b.has_wd = wd != 0.0;
     b.has_momentum = momentum != 0.0 && h.has_state1 != 0;
     b.first_step = step == 0.0f;
@@ -71,7 +71,7 @@ struct AdamPolicy {
   template <typename C>
   __device__ static Block<C> make(const StepHeader& h, double lr, double beta1, float step) {
     Block<C> b;
-    b.s = math::make_adam_scalars<C>(lr, beta1, h.hyper[HYPER_BETA2], h.hyper[HYPER_EPS],
+    b.s = math::make_adam_scalars<C>(lr, beta1, h.hyper[HYPER_DAMPENING_BETA2], h.hyper[HYPER_EPS],
                                      h.hyper[HYPER_WEIGHT_DECAY], WD == math::WD_DECOUPLED,
                                      static_cast<double>(step) + 1.0);
     b.near_lerp = math::adam_near_lerp(beta1);
@@ -106,7 +106,7 @@ fused_step_kernel(const StepArgs<2 + Pol::kStates, LARGE> args) {
     const bool skip = h.found_inf != nullptr && *h.found_inf != 0.0f;
     s_skip = skip;
     if (!skip) {
-      const double lr = h.sched_state[SCHED_LAST_LR + h.group_index];
+      const double lr = h.sched_state[sched_slot(REGION_LAST_LR, h.num_groups, h.group_index)];
       const double momentum = h.sched_state[SCHED_SCHEDULED_MOMENTUM];
       s_block = Pol::template make<C>(h, lr, momentum, *args.t.fptr[0][slot]);
       s_grad_scale = h.grad_scale != nullptr ? static_cast<C>(*h.grad_scale) : C(1);
@@ -239,6 +239,7 @@ const char* launch_update_batches(const FusedStepLaunch& a, cudaStream_t stream)
   h.found_inf = a.found_inf;
   h.grad_factor = a.grad_factor;
   h.group_index = a.group_index;
+  h.num_groups = a.num_groups;
   h.flags = a.flags;
   h.has_state1 = a.state1 != nullptr;
   plan_chunks(a.numels, a.num_tensors, kChunkSize, Args::Table::kMaxTensors, Args::Table::kMaxBlocks, sink);
@@ -251,16 +252,16 @@ const char* dispatch_dtypes(const FusedStepLaunch& a, cudaStream_t stream) {
   using F = DType;
   const F p = a.param_dtype;
   const F s = a.state_dtype;
-  if (p == F::kFloat32 && s == F::kFloat32) return launch_update_batches<Pol, float, float, LARGE>(a, stream);
-  if (p == F::kFloat32 && s == F::kBFloat16)
+  if (p == F::F32 && s == F::F32) return launch_update_batches<Pol, float, float, LARGE>(a, stream);
+  if (p == F::F32 && s == F::BF16)
     return launch_update_batches<Pol, float, __nv_bfloat16, LARGE>(a, stream);
-  if (p == F::kFloat16 && s == F::kFloat16) return launch_update_batches<Pol, __half, __half, LARGE>(a, stream);
-  if (p == F::kFloat16 && s == F::kFloat32) return launch_update_batches<Pol, __half, float, LARGE>(a, stream);
-  if (p == F::kBFloat16 && s == F::kBFloat16)
+  if (p == F::F16 && s == F::F16) return launch_update_batches<Pol, __half, __half, LARGE>(a, stream);
+  if (p == F::F16 && s == F::F32) return launch_update_batches<Pol, __half, float, LARGE>(a, stream);
+  if (p == F::BF16 && s == F::BF16)
     return launch_update_batches<Pol, __nv_bfloat16, __nv_bfloat16, LARGE>(a, stream);
-  if (p == F::kBFloat16 && s == F::kFloat32)
+  if (p == F::BF16 && s == F::F32)
     return launch_update_batches<Pol, __nv_bfloat16, float, LARGE>(a, stream);
-  if (p == F::kFloat64 && s == F::kFloat64) return launch_update_batches<Pol, double, double, LARGE>(a, stream);
+  if (p == F::F64 && s == F::F64) return launch_update_batches<Pol, double, double, LARGE>(a, stream);
   return "lrfused: unsupported (param dtype, state dtype) combination";
 }
 

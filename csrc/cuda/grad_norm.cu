@@ -122,11 +122,11 @@ template <bool LARGE>
 const char* dispatch_norm(const void* const* grads, const int64_t* numels, int64_t n, DType dtype,
                           double* workspace, cudaStream_t stream) {
   switch (dtype) {
-    case DType::kFloat32: return launch_sq_norm_batches<float, LARGE>(grads, numels, n, workspace, stream);
-    case DType::kFloat16: return launch_sq_norm_batches<__half, LARGE>(grads, numels, n, workspace, stream);
-    case DType::kBFloat16:
+    case DType::F32: return launch_sq_norm_batches<float, LARGE>(grads, numels, n, workspace, stream);
+    case DType::F16: return launch_sq_norm_batches<__half, LARGE>(grads, numels, n, workspace, stream);
+    case DType::BF16:
       return launch_sq_norm_batches<__nv_bfloat16, LARGE>(grads, numels, n, workspace, stream);
-    case DType::kFloat64: return launch_sq_norm_batches<double, LARGE>(grads, numels, n, workspace, stream);
+    case DType::F64: return launch_sq_norm_batches<double, LARGE>(grads, numels, n, workspace, stream);
   }
   return "lrfused: unsupported gradient dtype";
 }

@@ -8,14 +8,12 @@
 #include <cstdint>
 #include <cuda_runtime_api.h>
 
+#include "contract.h"
+
 namespace lrfused {
 namespace gpu {
 
-enum class DType : int { kFloat32 = 0, kFloat16 = 1, kBFloat16 = 2, kFloat64 = 3 };
-
-// Which (param dtype, state dtype) pairs have kernels: fp32 params with fp32 or bf16 state, fp16/bf16
-// params with their own dtype or fp32 state, fp64 with fp64. Math is fp32, or fp64 for fp64 params.
-bool supported_dtypes(DType param, DType state);
+using ::lrfused::DType;  // the contract's (contract.h); pairs with kernels: supported_dtype_pair
 
 // One fused optimizer step over the tensors of one param group on one device (see the fused_step_
 // schema in csrc/lrfused.cpp). The per-tensor arrays have num_tensors entries; a state array is nullptr
@@ -25,10 +23,10 @@ struct FusedStepLaunch {
   int optimizer = 0;        // lrfused::OPT_SGD / OPT_ADAM
   int flags = 0;            // lrfused::OptFlags
   int group_index = 0;
-  int num_groups = 0;       // G: sched_state has SCHED_LAST_LR + kSchedSlotsPerGroup * G slots
-  double hyper[5] = {0, 0, 0, 0, 0};  // lrfused::HyperSlot
-  DType param_dtype = DType::kFloat32;  // params and grads
-  DType state_dtype = DType::kFloat32;  // every state tensor
+  int num_groups = 0;       // G: sched_state has sched_size(G) slots
+  double hyper[HYPER_COUNT] = {};  // lrfused::HyperSlot
+  DType param_dtype = DType::F32;  // params and grads
+  DType state_dtype = DType::F32;  // every state tensor
   int64_t num_tensors = 0;
   void* const* params = nullptr;
   void* const* grads = nullptr;
@@ -44,8 +42,8 @@ struct FusedStepLaunch {
   const float* grad_factor = nullptr;  // optional 1-element
 };
 
-// Launches the one-thread schedule kernel (the lr of this step goes to sched_state[SCHED_LAST_LR +
-// group_index], also when num_tensors is 0), the update kernel (as many batches as the argument tables
+// Launches the one-thread schedule kernel (the lr of this step goes to the group's REGION_LAST_LR
+// slot, also when num_tensors is 0), the update kernel (as many batches as the argument tables
 // need), then a small kernel that increments every step counter. Nothing runs past a found_inf.
 const char* launch_fused_step(const FusedStepLaunch& args, cudaStream_t stream);
 
@@ -55,9 +53,8 @@ const char* launch_advance(double* sched_state, const float* found_inf, cudaStre
 // Kernels are launched with cudaLaunchKernel, whose result is that launch's own error.
 
 // ReduceLROnPlateau: one thread runs sched::plateau_step(sched_state, num_groups, *metric, config).
-// config (host memory, config_len = kPlateauConfigFixed + num_groups doubles) is passed by value.
-constexpr int kPlateauConfigFixed = 7;
-constexpr int kPlateauMaxGroups = 64;
+// config (host memory, config_len = plateau::kFixed + num_groups doubles, num_groups at most
+// plateau::kMaxGroupsCuda) is passed by value.
 const char* launch_plateau_report(double* sched_state, int num_groups, const double* metric,
                                   const double* config, int config_len, cudaStream_t stream);
 

@@ -7,16 +7,6 @@
 namespace lrfused {
 namespace gpu {
 
-bool supported_dtypes(DType param, DType state) {
-  switch (param) {
-    case DType::kFloat32: return state == DType::kFloat32 || state == DType::kBFloat16;
-    case DType::kFloat16: return state == DType::kFloat16 || state == DType::kFloat32;
-    case DType::kBFloat16: return state == DType::kBFloat16 || state == DType::kFloat32;
-    case DType::kFloat64: return state == DType::kFloat64;
-  }
-  return false;
-}
-
 namespace {
 
 // ---- schedule: lr and momentum of this step --------------------------------------------------------
@@ -33,17 +23,17 @@ struct ScheduleArgs {
 
 // One thread evaluates the group's schedule at k = sched_state[SCHED_STEP] with sched::lr_at /
 // sched::momentum_at (the same code as the CPU kernel and Schedule.lr_at) and stores the lr as the
-// applied lr (SCHED_LAST_LR + group) and the momentum in the scratch slot, where every block of the update
+// applied lr (REGION_LAST_LR of the group) and the momentum in the scratch slot, where every block of the update
 // kernel that follows in stream order reads them. A skipped step (found_inf) writes nothing.
 __global__ void schedule_kernel(const ScheduleArgs a) {
   if (a.found_inf != nullptr && *a.found_inf != 0.0f) return;
   const int64_t k = static_cast<int64_t>(a.sched_state[SCHED_STEP]);
-  const double* plateau_lr = a.sched_state + sched_plateau_lr_slot(a.num_groups, a.group_index);
-  a.sched_state[SCHED_LAST_LR + a.group_index] = sched::lr_at(a.program, k, a.base_lr, plateau_lr);
+  const double* plateau_lr = a.sched_state + sched_slot(REGION_PLATEAU_LR, a.num_groups, a.group_index);
+  a.sched_state[sched_slot(REGION_LAST_LR, a.num_groups, a.group_index)] = sched::lr_at(a.program, k, a.base_lr, plateau_lr);
   a.sched_state[SCHED_SCHEDULED_MOMENTUM] = sched::momentum_at(a.program, k, a.base_momentum);
   // What param_groups[g]["lr"] shows: the lr of the next step (torch's value after opt.step(); sched.step()).
-  a.sched_state[sched_next_lr_slot(a.num_groups, a.group_index)] = sched::lr_at(a.program, k + 1, a.base_lr, plateau_lr);
-  a.sched_state[sched_next_momentum_slot(a.num_groups, a.group_index)] =
+  a.sched_state[sched_slot(REGION_NEXT_LR, a.num_groups, a.group_index)] = sched::lr_at(a.program, k + 1, a.base_lr, plateau_lr);
+  a.sched_state[sched_slot(REGION_NEXT_MOMENTUM, a.num_groups, a.group_index)] =
       sched::momentum_at(a.program, k + 1, a.base_momentum);
 }
 
@@ -103,7 +93,7 @@ const char* launch_finalize_all(const FusedStepLaunch& a, cudaStream_t stream) {
 }  // namespace
 
 const char* launch_fused_step(const FusedStepLaunch& a, cudaStream_t stream) {
-  if (a.num_tensors > 0 && !supported_dtypes(a.param_dtype, a.state_dtype))
+  if (a.num_tensors > 0 && !supported_dtype_pair(a.param_dtype, a.state_dtype))
     return "lrfused: unsupported (param dtype, state dtype) combination";
   if (a.optimizer != OPT_SGD && a.optimizer != OPT_ADAM) return "lrfused: optimizer must be 0 (SGD) or 1 (Adam/AdamW)";
   ScheduleArgs s;
@@ -111,7 +101,7 @@ const char* launch_fused_step(const FusedStepLaunch& a, cudaStream_t stream) {
   s.program = a.program;
   s.found_inf = a.found_inf;
   s.base_lr = a.hyper[HYPER_LR];
-  s.base_momentum = a.hyper[HYPER_MOMENTUM];
+  s.base_momentum = a.hyper[HYPER_MOMENTUM_BETA1];
   s.group_index = a.group_index;
   s.num_groups = a.num_groups;
   // Always, also for a group without tensors this step: the applied lr is recorded as on the CPU.
@@ -139,15 +129,15 @@ const char* launch_advance(double* sched_state, const float* found_inf, cudaStre
 
 namespace {
 struct PlateauArgs {
-  double config[kPlateauConfigFixed + kPlateauMaxGroups];
+  double config[plateau::kFixed + plateau::kMaxGroupsCuda];
   double* sched_state;
   const double* metric;
   int num_groups;
 };
 
 __global__ void plateau_kernel(const PlateauArgs args) {
-  double config[kPlateauConfigFixed + kPlateauMaxGroups];
-  const int n = kPlateauConfigFixed + args.num_groups;
+  double config[plateau::kFixed + plateau::kMaxGroupsCuda];
+  const int n = plateau::kFixed + args.num_groups;
   for (int i = 0; i < n; ++i) config[i] = args.config[i];
   sched::plateau_step(args.sched_state, args.num_groups, *args.metric, config);
 }
@@ -155,10 +145,10 @@ __global__ void plateau_kernel(const PlateauArgs args) {
 
 const char* launch_plateau_report(double* sched_state, int num_groups, const double* metric,
                                   const double* config, int config_len, cudaStream_t stream) {
-  if (num_groups < 1 || num_groups > kPlateauMaxGroups)
+  if (num_groups < 1 || num_groups > plateau::kMaxGroupsCuda)
     return "lrfused: plateau_report_ supports 1 to 64 param groups";
-  if (config_len != kPlateauConfigFixed + num_groups)
-    return "lrfused: plateau_report_ config must have kPlateauConfigFixed + num_groups entries";
+  if (config_len != plateau::kFixed + num_groups)
+    return "lrfused: plateau_report_ config must have plateau::kFixed + num_groups entries";
   PlateauArgs args{};
   for (int i = 0; i < config_len; ++i) args.config[i] = config[i];
   args.sched_state = sched_state;

@@ -1,0 +1,267 @@
+// The torch-facing argument layer of the optimizer-step ops (see step_args.h).
+#include "step_args.h"
+
+#include <ATen/MemoryOverlap.h>
+#include <ATen/core/dispatch/Dispatcher.h>
+
+#include <mutex>
+#include <unordered_map>
+
+#include "op_signatures.h"
+#include "schedule.h"
+
+namespace lrfused {
+
+DType kernel_dtype(at::ScalarType t, const char* what) {
+  switch (t) {
+    case at::kFloat: return DType::F32;
+    case at::kDouble: return DType::F64;
+    case at::kBFloat16: return DType::BF16;
+    case at::kHalf: return DType::F16;
+    default:
+      TORCH_CHECK_TYPE(false, "lrfused: ", what, " must be float32, float64, bfloat16 or float16, got ", t);
+  }
+}
+
+at::Tensor real_view(const at::Tensor& t) { return t.is_complex() ? at::view_as_real(t) : t; }
+
+bool same_walk_order(const at::Tensor& t, const at::Tensor& layout) {
+  if (t.sizes() != layout.sizes() || !t.is_non_overlapping_and_dense()) return false;
+  for (int64_t d = 0; d < t.dim(); ++d)
+    if (t.size(d) > 1 && t.stride(d) != layout.stride(d)) return false;
+  return true;
+}
+
+namespace {
+// Device programs already validated, by TensorImpl: (data, version). One entry per program tensor ever
+// checked (one per group and device of each optimizer); a reused TensorImpl address overwrites its entry.
+struct CheckedProgram {
+  const void* data = nullptr;
+  uint32_t version = 0;
+};
+std::mutex checked_programs_mutex;
+std::unordered_map<const void*, CheckedProgram> checked_programs;
+}  // namespace
+
+void check_program(const at::Tensor& program) {
+  TORCH_CHECK(program.defined() && program.scalar_type() == at::kDouble && program.dim() == 1 &&
+                  program.is_contiguous() && program.numel() >= 2,
+              "lrfused: program must be a packed schedule (contiguous 1-D float64 tensor of at least 2 values)");
+  if (program.device().is_cpu()) {
+    const char* why = sched::validate_program(program.const_data_ptr<double>(), program.numel());
+    TORCH_CHECK(why == nullptr, "lrfused: invalid schedule program: ", why);
+    return;
+  }
+  const void* impl = program.unsafeGetTensorImpl();
+  const CheckedProgram key{program.const_data_ptr(), program.unsafeGetTensorImpl()->version_counter().current_version()};
+  {
+    std::lock_guard<std::mutex> lock(checked_programs_mutex);
+    const auto it = checked_programs.find(impl);
+    if (it != checked_programs.end() && it->second.data == key.data && it->second.version == key.version) return;
+  }
+  const at::Tensor host = program.cpu();  // once per program tensor, outside the lock: it synchronises
+  const char* why = sched::validate_program(host.const_data_ptr<double>(), host.numel());
+  TORCH_CHECK(why == nullptr, "lrfused: invalid schedule program: ", why);
+  std::lock_guard<std::mutex> lock(checked_programs_mutex);
+  checked_programs[impl] = key;
+}
+
+namespace {
+
+// An optional 1-element floating-point tensor on `device` (grad_scale, found_inf, grad_factor).
+void check_optional_scalar(const std::optional<at::Tensor>& t, const c10::Device& device, const char* what) {
+  if (!t.has_value()) return;
+  TORCH_CHECK(t->defined() && t->numel() == 1 && t->is_floating_point(), "lrfused: ", what,
+              " must be a 1-element floating-point tensor, got ",
+              t->defined() ? c10::str(t->scalar_type(), " of shape ", t->sizes()) : std::string("an undefined tensor"));
+  TORCH_CHECK(t->device() == device, "lrfused: ", what, " is on ", t->device(), " but sched_state is on ", device);
+}
+
+}  // namespace
+
+void check_group_step(const GroupStep& step) {
+  const at::Tensor& state = step.sched_state;
+  TORCH_CHECK(state.defined() && state.scalar_type() == at::kDouble && state.dim() == 1 && state.is_contiguous(),
+              "lrfused: sched_state must be a contiguous 1-D float64 tensor");
+  const int64_t num_groups = sched_num_groups(state.numel());
+  TORCH_CHECK(num_groups > 0, "lrfused: sched_state must have ", static_cast<int>(SCHED_HEADER), " + ",
+              static_cast<int>(kSchedSlotsPerGroup), " * num_groups elements, got ", state.numel());
+  TORCH_CHECK(step.group_index >= 0 && step.group_index < num_groups, "lrfused: group_index must be in [0, ",
+              num_groups, ") for this sched_state, got ", step.group_index);
+  TORCH_CHECK(step.program.defined() && step.program.device() == state.device(), "lrfused: program is on ",
+              step.program.defined() ? c10::str(step.program.device()) : std::string("no device"),
+              " but sched_state is on ", state.device());
+  check_program(step.program);
+  TORCH_CHECK(step.optimizer == OPT_SGD || step.optimizer == OPT_ADAM, "lrfused: unknown optimizer ", step.optimizer);
+  TORCH_CHECK(step.flags >= 0 && (step.flags & ~static_cast<int64_t>(kAllFlags)) == 0,
+              "lrfused: flags must be a bit set of lrfused::OptFlags, got ", step.flags);
+  TORCH_CHECK(static_cast<int64_t>(step.hyper.size()) == HYPER_COUNT, "lrfused: hyper must have ", HYPER_COUNT,
+              " values, got ", step.hyper.size());
+  check_optional_scalar(step.grad_scale, state.device(), "grad_scale");
+  check_optional_scalar(step.found_inf, state.device(), "found_inf");
+  check_optional_scalar(step.grad_factor, state.device(), "grad_factor");
+}
+
+void check_grad(const at::Tensor& p, const at::Tensor& g, bool write_grad) {
+  TORCH_CHECK(g.defined(), "lrfused: a parameter of shape ", p.sizes(), " has an undefined gradient");
+  TORCH_CHECK(!g.is_sparse(), "lrfused: a parameter of shape ", p.sizes(),
+              " has a sparse gradient; lrfused does not support sparse gradients");
+  TORCH_CHECK(g.scalar_type() == p.scalar_type() && g.sizes() == p.sizes() && g.device() == p.device(),
+              "lrfused: a gradient (", g.scalar_type(), ", ", g.sizes(), ", ", g.device(),
+              ") does not match its parameter (", p.scalar_type(), ", ", p.sizes(), ", ", p.device(), ")");
+  TORCH_CHECK(!write_grad || g.is_non_overlapping_and_dense() || at::has_internal_overlap(g) == at::MemOverlap::No,
+              "lrfused: a gradient of shape ", g.sizes(), " with strides ", g.strides(),
+              " stores several elements in one memory location (an expanded tensor?), so the unscaled gradient "
+              "cannot be written back to it (GradScaler); give the parameter a gradient of its own, e.g. "
+              "p.grad = g.expand_as(p).clone()");
+}
+
+StepRequest check_step_request(GroupStep group, at::TensorList params, at::TensorList grads, at::TensorList state1,
+                               at::TensorList state2, at::TensorList state3, at::TensorList steps) {
+  check_group_step(group);
+  StepRequest r;
+  const c10::Device device = group.sched_state.device();
+  const size_t n = params.size();
+  const bool adam = group.optimizer == OPT_ADAM;
+  const bool amsgrad = adam && (group.flags & FLAG_AMSGRAD) != 0;
+  static const char* const kSgdNames[3] = {"momentum_buffers", "state2", "state3"};
+  static const char* const kAdamNames[3] = {"exp_avgs", "exp_avg_sqs", "max_exp_avg_sqs"};
+  const char* const* names = adam ? kAdamNames : kSgdNames;
+  TORCH_CHECK(grads.size() == n, "lrfused: grads has ", grads.size(), " tensors but params has ", n);
+  TORCH_CHECK(steps.size() == n, "lrfused: steps has ", steps.size(), " tensors but params has ", n);
+  const at::TensorList lists[3] = {state1, state2, state3};
+  // Which state lists the family uses: SGD its momentum buffers when given; Adam both moments, and the
+  // max with amsgrad (a max list without amsgrad is ignored, as torch ignores it).
+  const bool required[3] = {adam, adam, amsgrad};
+  const bool allowed[3] = {true, adam, adam};
+  for (int j = 0; j < 3; ++j) {
+    const size_t got = lists[j].size();
+    TORCH_CHECK(allowed[j] || got == 0, "lrfused: ", names[j], " must be empty, got ", got, " tensors");
+    TORCH_CHECK(got == n || (!required[j] && got == 0), "lrfused: ", names[j], " must ",
+                required[j] ? "" : "be empty or ", "have one tensor per param (", n, "), got ", got);
+    r.state[j] = (j == 2 && !amsgrad) ? at::TensorList() : lists[j];
+  }
+  r.params = params;
+  r.grads = grads;
+  r.steps = steps;
+  r.write_grads = group.grad_scale.has_value();
+  r.param_type = n > 0 ? real_view(params[0]).scalar_type() : at::kFloat;
+  r.state_type = !r.state[0].empty() ? real_view(r.state[0][0]).scalar_type() : r.param_type;
+  if (n > 0) {
+    const DType p = kernel_dtype(r.param_type, "params");
+    const DType s = kernel_dtype(r.state_type, "state");
+    TORCH_CHECK(supported_dtype_pair(p, s), "lrfused: ", r.param_type, " params cannot have ", r.state_type,
+                " state (supported: the param dtype; float32 for float16/bfloat16 params; bfloat16 for float32)");
+  }
+  for (size_t i = 0; i < n; ++i) {
+    const at::Tensor& p = params[i];
+    TORCH_CHECK(p.defined(), "lrfused: params[", i, "] is undefined");
+    TORCH_CHECK(p.device() == device, "lrfused: params[", i, "] is on ", p.device(), " but sched_state is on ", device,
+                " (all tensors of a fused step share one device)");
+    TORCH_CHECK(real_view(p).scalar_type() == r.param_type, "lrfused: params[", i, "] is ", p.scalar_type(),
+                " but params[0] is ", params[0].scalar_type(), " (one dtype per call)");
+    check_grad(p, grads[i], r.write_grads);
+    const at::Tensor& st = steps[i];
+    TORCH_CHECK(st.defined() && st.scalar_type() == at::kFloat && st.numel() == 1 && st.device() == device,
+                "lrfused: steps[", i, "] must be a 1-element float32 tensor on ", device);
+    for (int j = 0; j < 3; ++j) {
+      if (r.state[j].empty()) continue;
+      const at::Tensor& s = r.state[j][i];
+      TORCH_CHECK(s.defined() && s.device() == device && s.is_complex() == p.is_complex() &&
+                      real_view(s).scalar_type() == r.state_type && s.sizes() == p.sizes(),
+                  "lrfused: ", names[j], "[", i, "] must be a ", r.state_type, p.is_complex() ? " (complex)" : "",
+                  " tensor of shape ", p.sizes(), " on ", device, " (one state dtype per call)");
+    }
+  }
+  r.group = std::move(group);
+  return r;
+}
+
+at::Tensor Staging::walkable(const at::Tensor& t, const at::Tensor& layout, bool write_back) {
+  if (same_walk_order(t, layout)) return t;
+  at::Tensor w = at::empty_like(layout, at::MemoryFormat::Preserve).copy_(t);
+  if (write_back) {
+    copies.emplace_back(t, w);
+  } else {
+    read_only.push_back(w);
+  }
+  return w;
+}
+
+FlatParam flat_param(const at::Tensor& param, const at::Tensor& grad, const at::Tensor* const state[3],
+                     bool write_grad, Staging& staging) {
+  FlatParam f;
+  const at::Tensor p = real_view(param);
+  if (p.is_non_overlapping_and_dense()) {
+    f.param = p;
+  } else {
+    f.param = p.contiguous();
+    staging.copies.emplace_back(p, f.param);
+  }
+  f.grad = staging.walkable(real_view(grad), f.param, write_grad);
+  for (int j = 0; j < 3; ++j)
+    if (state[j] != nullptr) f.state[j] = staging.walkable(real_view(*state[j]), f.param);
+  return f;
+}
+
+FlatParam flat_param(const StepRequest& r, size_t i, Staging& staging) {
+  const at::Tensor* state[3];
+  for (int j = 0; j < 3; ++j) state[j] = r.state[j].empty() ? nullptr : &r.state[j][i];
+  return flat_param(r.params[i], r.grads[i], state, r.write_grads, staging);
+}
+
+namespace {
+int64_t flags_of(std::initializer_list<std::pair<bool, OptFlags>> set) {
+  int64_t flags = 0;
+  for (const auto& [on, flag] : set) flags |= on ? flag : 0;
+  return flags;
+}
+}  // namespace
+
+GroupStep sgd_group_step(const at::Tensor& sched_state, const at::Tensor& program, int64_t group_index,
+                         double base_lr, double momentum, double dampening, double weight_decay, bool nesterov,
+                         bool maximize, const std::optional<at::Tensor>& grad_scale,
+                         const std::optional<at::Tensor>& found_inf, const std::optional<at::Tensor>& grad_factor) {
+  std::vector<double> hyper(HYPER_COUNT, 0.0);
+  hyper[HYPER_LR] = base_lr;
+  hyper[HYPER_MOMENTUM_BETA1] = momentum;
+  hyper[HYPER_DAMPENING_BETA2] = dampening;
+  hyper[HYPER_WEIGHT_DECAY] = weight_decay;
+  return GroupStep{sched_state, program, group_index, OPT_SGD,
+                   flags_of({{nesterov, FLAG_NESTEROV}, {maximize, FLAG_MAXIMIZE}}), std::move(hyper),
+                   grad_scale, found_inf, grad_factor};
+}
+
+GroupStep adam_group_step(const at::Tensor& sched_state, const at::Tensor& program, int64_t group_index,
+                          double base_lr, double beta1, double beta2, double eps, double weight_decay, bool amsgrad,
+                          bool maximize, bool decoupled_weight_decay, const std::optional<at::Tensor>& grad_scale,
+                          const std::optional<at::Tensor>& found_inf, const std::optional<at::Tensor>& grad_factor) {
+  std::vector<double> hyper(HYPER_COUNT, 0.0);
+  hyper[HYPER_LR] = base_lr;
+  hyper[HYPER_MOMENTUM_BETA1] = beta1;
+  hyper[HYPER_DAMPENING_BETA2] = beta2;
+  hyper[HYPER_EPS] = eps;
+  hyper[HYPER_WEIGHT_DECAY] = weight_decay;
+  return GroupStep{sched_state, program, group_index, OPT_ADAM,
+                   flags_of({{amsgrad, FLAG_AMSGRAD}, {maximize, FLAG_MAXIMIZE},
+                             {decoupled_weight_decay, FLAG_DECOUPLED_WD}}),
+                   std::move(hyper), grad_scale, found_inf, grad_factor};
+}
+
+void call_step_op(const GroupStep& g, at::TensorList params, at::TensorList grads, at::TensorList state1,
+                  at::TensorList state2, at::TensorList state3, at::TensorList steps) {
+  const double* h = g.hyper.data();
+  const bool maximize = (g.flags & FLAG_MAXIMIZE) != 0;
+  if (g.optimizer == OPT_SGD) {
+    LRF_OP(fused_sgd_).call(params, grads, state1, steps, g.sched_state, g.program, g.group_index, h[HYPER_LR],
+                            h[HYPER_MOMENTUM_BETA1], h[HYPER_DAMPENING_BETA2], h[HYPER_WEIGHT_DECAY],
+                            (g.flags & FLAG_NESTEROV) != 0, maximize, g.grad_scale, g.found_inf, g.grad_factor);
+  } else {
+    LRF_OP(fused_adam_).call(params, grads, state1, state2, state3, steps, g.sched_state, g.program, g.group_index,
+                             h[HYPER_LR], h[HYPER_MOMENTUM_BETA1], h[HYPER_DAMPENING_BETA2], h[HYPER_EPS],
+                             h[HYPER_WEIGHT_DECAY], (g.flags & FLAG_AMSGRAD) != 0, maximize,
+                             (g.flags & FLAG_DECOUPLED_WD) != 0, g.grad_scale, g.found_inf, g.grad_factor);
+  }
+}
+
+}  // namespace lrfused

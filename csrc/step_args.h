@@ -1,0 +1,133 @@
+// The torch-facing argument layer of the optimizer-step ops, shared by the CPU and CUDA implementations.
+//
+// The ops are named per optimizer family (lrfused::fused_sgd_, lrfused::fused_adam_; schemas in
+// lrfused.cpp) and take their hyperparameters by name. Each backend registers the same two kernels,
+// fused_sgd_kernel<Run> and fused_adam_kernel<Run>, which check every argument here, once, with one
+// message per mistake, and hand the backend's Run a checked StepRequest: a backend only turns tensors
+// into pointers. The eager launch plan (plan.cpp) checks its buckets with the same functions.
+#pragma once
+#include <ATen/ATen.h>
+
+#include <optional>
+#include <utility>
+#include <vector>
+
+#include "contract.h"
+
+namespace lrfused {
+
+// Everything of one group step that is not a per-parameter buffer.
+struct GroupStep {
+  at::Tensor sched_state;  // float64, per device: layout in contract.h
+  at::Tensor program;      // float64 packed schedule
+  int64_t group_index = 0;
+  int64_t optimizer = 0;      // OptimizerKind
+  int64_t flags = 0;          // OptFlags
+  std::vector<double> hyper;  // HyperSlot
+  std::optional<at::Tensor> grad_scale;
+  std::optional<at::Tensor> found_inf;
+  std::optional<at::Tensor> grad_factor;
+};
+
+// A checked call of fused_sgd_ / fused_adam_. state[j] is empty when the family (or its options) does not
+// use slot j: SGD without momentum buffers, SGD's slots 1 and 2, Adam's slot 2 without amsgrad.
+struct StepRequest {
+  GroupStep group;
+  at::TensorList params, grads, steps;
+  at::TensorList state[3];
+  at::ScalarType param_type = at::kFloat;  // of the real views (complex tensors are walked as real pairs)
+  at::ScalarType state_type = at::kFloat;
+  bool write_grads = false;  // grad_scale given: the unscaled gradient is stored back (torch's fused optimizers)
+};
+
+// The kernels' element type of a real dtype; raises for others, naming `what`.
+DType kernel_dtype(at::ScalarType t, const char* what);
+
+// A complex tensor's real view (the kernels treat (re, im) as two independent elements, as torch does).
+at::Tensor real_view(const at::Tensor& t);
+
+// True when t can be walked as a flat array in the same element order as `layout`: dense, same sizes,
+// same strides wherever a size exceeds 1.
+bool same_walk_order(const at::Tensor& t, const at::Tensor& layout);
+
+// Raises unless `program` is a contiguous 1-D float64 tensor holding a valid packed schedule
+// (sched::validate_program). A program on a GPU is copied to the host and checked the first time it is
+// seen (per tensor and version): after that, the check is free and needs no synchronisation.
+void check_program(const at::Tensor& program);
+
+// Validates the group-level arguments (names the argument on error). Cheap; once per group step.
+void check_group_step(const GroupStep& step);
+
+// Raises, naming the parameter, unless `grad` can be the gradient of `param` in a fused step: dense, same
+// dtype, shape and device, and (when the step writes gradients back: write_grad) no element stored twice.
+void check_grad(const at::Tensor& param, const at::Tensor& grad, bool write_grad);
+
+// Checks every argument of a step (before anything is written) and returns the request.
+StepRequest check_step_request(GroupStep group, at::TensorList params, at::TensorList grads, at::TensorList state1,
+                               at::TensorList state2, at::TensorList state3, at::TensorList steps);
+
+// Working copies that let a kernel walk a parameter flat when its memory (or its gradient's or state's
+// layout) does not allow it: a strided slice, say. Written back after the kernel, on the tensors' device
+// and stream (no synchronisation); rare by construction.
+struct Staging {
+  std::vector<std::pair<at::Tensor, at::Tensor>> copies;  // (original, working copy)
+  std::vector<at::Tensor> read_only;                       // copies the kernel only reads
+  // t itself when it can be walked in layout's order, else a copy in that layout (copied back after the
+  // kernel when write_back, else only kept alive).
+  at::Tensor walkable(const at::Tensor& t, const at::Tensor& layout, bool write_back = true);
+  void write_back() {
+    for (auto& c : copies) c.first.copy_(c.second);
+  }
+};
+
+// The tensors a kernel walks for parameter i of a request (real views; working copies where needed).
+struct FlatParam {
+  at::Tensor param, grad, state[3];  // state[j] undefined when the slot is unused
+};
+FlatParam flat_param(const at::Tensor& param, const at::Tensor& grad, const at::Tensor* const state[3],
+                     bool write_grad, Staging& staging);
+FlatParam flat_param(const StepRequest& r, size_t i, Staging& staging);
+
+// The op kernels of a backend whose group step is Run. Run receives a request in which every argument
+// has been checked.
+using StepRunner = void (*)(const StepRequest&);
+
+GroupStep sgd_group_step(const at::Tensor& sched_state, const at::Tensor& program, int64_t group_index,
+                         double base_lr, double momentum, double dampening, double weight_decay, bool nesterov,
+                         bool maximize, const std::optional<at::Tensor>& grad_scale,
+                         const std::optional<at::Tensor>& found_inf, const std::optional<at::Tensor>& grad_factor);
+GroupStep adam_group_step(const at::Tensor& sched_state, const at::Tensor& program, int64_t group_index,
+                          double base_lr, double beta1, double beta2, double eps, double weight_decay, bool amsgrad,
+                          bool maximize, bool decoupled_weight_decay, const std::optional<at::Tensor>& grad_scale,
+                          const std::optional<at::Tensor>& found_inf, const std::optional<at::Tensor>& grad_factor);
+
+// Calls lrfused::fused_sgd_ or lrfused::fused_adam_ (by group.optimizer) through the dispatcher, with the
+// group's hyperparameters and flags as the op's named arguments: how C++ reaches another backend's kernel.
+void call_step_op(const GroupStep& group, at::TensorList params, at::TensorList grads, at::TensorList state1,
+                  at::TensorList state2, at::TensorList state3, at::TensorList steps);
+
+template <StepRunner Run>
+void fused_sgd_kernel(at::TensorList params, at::TensorList grads, at::TensorList momentum_buffers,
+                      at::TensorList steps, const at::Tensor& sched_state, const at::Tensor& program,
+                      int64_t group_index, double base_lr, double momentum, double dampening, double weight_decay,
+                      bool nesterov, bool maximize, const std::optional<at::Tensor>& grad_scale,
+                      const std::optional<at::Tensor>& found_inf, const std::optional<at::Tensor>& grad_factor) {
+  Run(check_step_request(sgd_group_step(sched_state, program, group_index, base_lr, momentum, dampening,
+                                        weight_decay, nesterov, maximize, grad_scale, found_inf, grad_factor),
+                         params, grads, momentum_buffers, {}, {}, steps));
+}
+
+template <StepRunner Run>
+void fused_adam_kernel(at::TensorList params, at::TensorList grads, at::TensorList exp_avgs,
+                       at::TensorList exp_avg_sqs, at::TensorList max_exp_avg_sqs, at::TensorList steps,
+                       const at::Tensor& sched_state, const at::Tensor& program, int64_t group_index, double base_lr,
+                       double beta1, double beta2, double eps, double weight_decay, bool amsgrad, bool maximize,
+                       bool decoupled_weight_decay, const std::optional<at::Tensor>& grad_scale,
+                       const std::optional<at::Tensor>& found_inf, const std::optional<at::Tensor>& grad_factor) {
+  Run(check_step_request(adam_group_step(sched_state, program, group_index, base_lr, beta1, beta2, eps, weight_decay,
+                                         amsgrad, maximize, decoupled_weight_decay, grad_scale, found_inf,
+                                         grad_factor),
+                         params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps));
+}
+
+}  // namespace lrfused

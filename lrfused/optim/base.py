@@ -1,0 +1,254 @@
+"""The optimizer base shared by lrfused's families: construction and param groups, per-parameter state,
+``step()`` and ``report()``. The rooms it is built from: ``checks`` (arguments), ``schedule_state`` (the
+on-device schedule state and what param_groups show), ``step`` (buckets, launch plan, op path),
+``checkpoint`` (state_dict, pickling); each family (``sgd``, ``adam``) is a small declarative class."""
+from __future__ import annotations
+
+import math
+import torch
+
+from .. import contract
+from .. import schedules as _schedules
+from .._ops import ops
+from .checkpoint import CheckpointMixin
+from .checks import _check_no_shared_memory, _is_dtensor, _is_number, _real_dtype
+from .schedule_state import ScheduleStateMixin
+from .step import StepMixin, _use_op_path
+
+_STATE_DTYPES = contract.STATE_DTYPES
+
+
+class _FusedOptimizer(StepMixin, ScheduleStateMixin, CheckpointMixin, torch.optim.Optimizer):
+    """The machinery shared by lrfused's optimizers. A family defines ``_FAMILY`` (its name in the contract),
+    ``_validate_group``, ``_state_keys``, ``_FLAG_KEYS`` (group key -> contract flag), ``_hyper`` (the
+    contract's hyperparameter names -> values) and ``_call_step_op`` (its registered op)."""
+
+    _FAMILY = ""
+    _FLAG_KEYS: dict = {}
+    _MOMENTUM_HYPER = ""  # the hyperparameter a momentum-cycling schedule sets
+    # torch.amp.GradScaler hands grad_scale/found_inf to step() (as attributes) instead of unscaling
+    # the gradients itself, as for torch's fused optimizers.
+    _step_supports_amp_scaling = True
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if cls._FAMILY:
+            cls._KIND = getattr(contract.OPTIMIZER, cls._FAMILY)
+            cls._HYPER_ORDER = contract.HYPER_FIELDS[cls._FAMILY]
+
+    def __init__(self, params, defaults: dict, schedule, state_dtype, max_grad_norm):
+        if schedule is None:
+            schedule = _schedules.Constant()
+        if not isinstance(schedule, _schedules.Schedule):
+            raise TypeError(f"lrfused: schedule must be a lrfused.schedules.Schedule, got {type(schedule).__name__}")
+        if state_dtype is not None and state_dtype not in _STATE_DTYPES:
+            raise TypeError(f"lrfused: state_dtype must be one of {sorted(map(str, _STATE_DTYPES))} or None, "
+                            f"got {state_dtype}")
+        if max_grad_norm is not None:
+            if isinstance(max_grad_norm, bool) or not _is_number(max_grad_norm):
+                raise TypeError(f"lrfused: max_grad_norm must be a positive number or None, got {max_grad_norm!r}")
+            if not 0.0 < max_grad_norm < math.inf:
+                raise ValueError(f"lrfused: max_grad_norm must be a positive finite number, got {max_grad_norm}")
+        defaults = dict(defaults, schedule=schedule)
+        self._state_dtype = state_dtype
+        self._max_grad_norm = None if max_grad_norm is None else float(max_grad_norm)
+        # [total grad norm, clip factor] on the parameters' device: float64 on the CPU (exact for fp64
+        # parameters), float32 elsewhere (what the CUDA kernels read).
+        self._clip_buffer = None
+        self._plan = None
+        self._plan_signature = None
+        self._sched_states: dict[torch.device, torch.Tensor] = {}
+        # (group index, number of groups, device) -> (schedule, its program on that device): packed and
+        # copied once, since a host-to-device copy per step would synchronise and break graph capture.
+        self._programs: dict[tuple, tuple] = {}
+        self._host_steps = 0  # step() calls; an upper bound of the device's k (skipped steps do not count there)
+        self._shown = {}  # group index -> the object lrfused last put in group["lr"]
+        self._lr_views = None  # (group, next-lr view, next-momentum view) per shown group, built lazily
+        self.plan_builds = 0  # how many times the eager launch plan was built (a diagnostic)
+        super().__init__(params, defaults)
+
+    # ---- groups -------------------------------------------------------------------------------
+    def add_param_group(self, param_group: dict) -> None:
+        schedule = param_group.get("schedule", self.defaults.get("schedule"))
+        if not isinstance(schedule, _schedules.Schedule):
+            raise TypeError(f"lrfused: a param group's schedule must be a lrfused.schedules.Schedule, "
+                            f"got {type(schedule).__name__}")
+        candidate = dict(self.defaults)
+        candidate.update(param_group)
+        self._validate_group(candidate)
+        params = param_group["params"]
+        if isinstance(params, set):
+            raise TypeError("optimizer parameters need to be organized in ordered collections, but the ordering "
+                            "of tensors in sets will change between runs. Please use a list instead.")
+        # Listed once, here: a generator (model.parameters()) would be exhausted by the checks below.
+        entries = [params] if isinstance(params, torch.Tensor) else list(params)
+        param_group = dict(param_group, params=entries)
+        params = [e[1] if isinstance(e, tuple) and len(e) == 2 else e for e in entries]  # named parameters
+        devices = set()
+        for p in params:
+            if not isinstance(p, torch.Tensor):
+                raise TypeError(f"lrfused: params must be Tensors, got {type(p).__name__}")
+            if not (p.is_floating_point() or p.is_complex()):
+                raise TypeError(f"lrfused: can only optimize floating-point or complex tensors, got {p.dtype}")
+            if _real_dtype(p) not in _STATE_DTYPES:
+                raise TypeError(f"lrfused: unsupported parameter dtype {p.dtype}")
+            wanted = self._state_dtype
+            if wanted is not None and not p.is_complex() and (p.dtype, wanted) not in contract.DTYPE_PAIRS:
+                raise ValueError(f"lrfused: state_dtype={wanted} is not supported for {p.dtype} parameters; "
+                                 f"supported: the parameter's dtype, float32 state for bfloat16/float16 "
+                                 f"parameters, bfloat16 state for float32 parameters")
+            devices.add(p.device)
+        if len(devices) > 1:
+            raise ValueError(f"lrfused: all parameters of a param group must be on one device, got {sorted(map(str, devices))}")
+        existing = [q for group in getattr(self, "param_groups", []) for q in group["params"]]
+        _check_no_shared_memory(existing + params)
+        super().add_param_group(param_group)
+        group = self.param_groups[-1]
+        if self._scheduled(group):  # torch's convention: initial_lr is the base, lr what the next step applies
+            group.setdefault("initial_lr", group["lr"])
+            group["lr"] = float(group["schedule"].lr_at(0, self._value(group["initial_lr"])))
+            self._shown[len(self.param_groups) - 1] = group["lr"]
+        if group["schedule"].cycles_momentum:  # as torch's CyclicLR / OneCycleLR set it when built
+            self._set_momentum(group, float(self._momentum_at(group, 0)))
+        # Known once per parameter set, not scanned per step.
+        self._has_dtensor = getattr(self, "_has_dtensor", False) or any(_is_dtensor(p) for p in params)
+        self._invalidate()
+
+    def _invalidate(self) -> None:
+        self._plan = None
+
+    # ---- state ---------------------------------------------------------------------------------
+    def _state_dtype_for(self, p: torch.Tensor) -> torch.dtype:
+        if self._state_dtype is None or p.is_complex():
+            return p.dtype
+        return self._state_dtype
+
+    def _init_state(self, p: torch.Tensor, group: dict) -> None:
+        state = self.state[p]
+        dtype = self._state_dtype_for(p)
+        if "step" not in state:
+            # SGD's buffer may come from a torch checkpoint, which keeps no step: a buffer means "not first".
+            started = state.get("momentum_buffer") is not None
+            state["step"] = torch.tensor(1.0 if started else 0.0, dtype=torch.float32, device=p.device)
+        for key in self._state_keys(group):
+            if state.get(key) is None:
+                state[key] = torch.zeros_like(p, dtype=dtype, memory_format=torch.preserve_format)
+
+    def _state_keys(self, group) -> tuple:
+        raise NotImplementedError
+
+    # ---- the launch plan -----------------------------------------------------------------------
+    def _signature(self):
+        """What the launch plan is built from. Hyperparameters are not part of it: they are handed to the
+        plan at every step, so a torch scheduler or a user writing group["lr"] costs no rebuild."""
+        return tuple((self._flags(g), self._state_keys(g), id(g["schedule"]), len(g["params"]))
+                     for g in self.param_groups)
+
+    def _hyper_list(self, group) -> list:
+        """The group's per-step hyperparameters in the contract's slot order (slots a family does not use: 0)."""
+        values = self._hyper(group)
+        return [values.get(name, 0.0) for name in self._HYPER_ORDER]
+
+    def _flags(self, group) -> int:
+        return sum(getattr(contract.FLAG, flag) for key, flag in self._FLAG_KEYS.items() if group.get(key))
+
+    def _lr_hyper(self, group) -> float:
+        return self._base_lr(group)
+
+    def _value(self, x) -> float:
+        """A hyperparameter as a float. A tensor (torch takes lr and betas as tensors) is read when it is new
+        or was changed in place (its version counter moved), not at every step: on a GPU each read is a
+        synchronisation. A value changed inside a captured CUDA graph is therefore not seen by it."""
+        if not isinstance(x, torch.Tensor):
+            return float(x)
+        if x.device.type == "cpu":
+            return float(x)
+        cache = self.__dict__.setdefault("_tensor_values", {})
+        if len(cache) > 16 * len(self.param_groups) + 16:  # tensors replaced over time: keep it small
+            cache.clear()
+        hit = cache.get(id(x))
+        if hit is not None and hit[0] is x and hit[1] == x._version:
+            return hit[2]
+        value = float(x)
+        cache[id(x)] = (x, x._version, value)
+        return value
+
+    # ---- stepping ------------------------------------------------------------------------------
+    def _check_schedule_bounds(self) -> None:
+        k = self._host_steps
+        cpu_state = self._sched_states.get(torch.device("cpu"))
+        if cpu_state is not None:
+            k = int(cpu_state[contract.SchedLayout.STEP])  # exact and free on the CPU
+        for group in self.param_groups:
+            last = group["schedule"].max_step()
+            if last is not None and k > last:
+                raise ValueError(f"lrfused: step {k} is past the end of the schedule {group['schedule']!r}, "
+                                 f"which allows steps 0..{last} (torch's scheduler raises here too)")
+
+    @torch.no_grad()
+    def step(self, closure=None, *, grad_scale: torch.Tensor | None = None, found_inf: torch.Tensor | None = None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        if _use_op_path():
+            self._op_step(getattr(self, "grad_scale", None) if grad_scale is None else grad_scale,
+                          getattr(self, "found_inf", None) if found_inf is None else found_inf)
+            return loss
+        if grad_scale is None:
+            grad_scale = getattr(self, "grad_scale", None)
+        if found_inf is None:
+            found_inf = getattr(self, "found_inf", None)
+        for name, t in (("grad_scale", grad_scale), ("found_inf", found_inf)):
+            if t is not None and not isinstance(t, torch.Tensor):
+                raise TypeError(f"lrfused: {name} must be a Tensor or None, got {type(t).__name__}")
+        self._check_schedule_bounds()
+        undo = self._absorb_lr_writes()
+        try:
+            self._fused_step(grad_scale, found_inf)
+        except BaseException:
+            undo()  # a refused step changes nothing, the bookkeeping of an lr write included
+            raise
+        self._host_steps += 1
+        self._publish_lrs()
+        return loss
+
+    # ---- schedule queries ----------------------------------------------------------------------
+    @property
+    def scheduler(self):
+        """An LRScheduler-compatible handle (step() is a no-op: the schedule advances inside
+        optimizer.step()), for trainers that want an (optimizer, scheduler) pair."""
+        from ..scheduler_handle import LRSchedulerHandle
+
+        handle = self.__dict__.get("_scheduler_handle")
+        if handle is None:
+            handle = self.__dict__["_scheduler_handle"] = LRSchedulerHandle(self)
+        return handle
+
+    def report(self, metric) -> None:
+        """Feeds ReduceLROnPlateau: a Python number, or a 0-dim tensor consumed on the device."""
+        plateau = self._plateau_schedule()
+        if plateau is None:
+            raise RuntimeError("lrfused: report() needs a ReduceLROnPlateau schedule in some param group; "
+                               "this optimizer has none")
+        if isinstance(metric, torch.Tensor):
+            if metric.numel() != 1:
+                raise ValueError(f"lrfused: report() takes a 0-dim tensor, got shape {tuple(metric.shape)}")
+            if metric.device.type == "cpu" and math.isnan(float(metric)):
+                raise ValueError("lrfused: report() got a NaN metric")
+        elif _is_number(metric):
+            if math.isnan(metric):
+                raise ValueError("lrfused: report() got a NaN metric")
+        else:
+            raise TypeError(f"lrfused: report() takes a number or a 0-dim tensor, got {type(metric).__name__}")
+        devices = {p.device for group in self.param_groups for p in group["params"]} or {torch.device("cpu")}
+        config = plateau.plateau_config(len(self.param_groups))
+        for device in devices:
+            self._sched_state(device)
+        self._absorb_lr_writes()  # a write before the report is the lr the plateau reduces from, as in torch
+        for device in devices:
+            state = self._sched_state(device)
+            value = metric if isinstance(metric, torch.Tensor) else torch.tensor(float(metric), dtype=torch.float64)
+            ops.plateau_report_(state, value.to(device=device, dtype=torch.float64).reshape(()), config,
+                                len(self.param_groups))
+        self._publish_lrs()

@@ -1,0 +1,163 @@
+"""Checkpoints and pickling: torch's state_dict layout (so torch's and lrfused's checkpoints load into each
+other), plus the schedule's position and state, and the checks that refuse another optimizer's state."""
+from __future__ import annotations
+
+import torch
+
+from ..contract import SchedLayout
+
+
+class CheckpointMixin:
+    """Needs the optimizer's ``_GROUP_KEYS``, ``_state_keys``, ``_allowed_state_keys``,
+    ``_required_loaded_keys``, ``_check_loaded_group_meaning``, ``_validate_group`` and the schedule state."""
+
+    # ---- pickling ------------------------------------------------------------------------------
+    _EXTRA_ATTRS = ("_state_dtype", "_max_grad_norm", "_clip_buffer", "_sched_states", "_host_steps",
+                    "_has_dtensor")
+
+    def __getstate__(self):
+        state = super().__getstate__()  # defaults, state, param_groups
+        state.update({name: self.__dict__[name] for name in self._EXTRA_ATTRS if name in self.__dict__})
+        return state  # the C++ plan is not picklable: rebuilt on the next step
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        self._plan = None
+        self._plan_signature = None
+        self._programs = {}
+        self._tensor_values = {}
+        self._lr_views = None
+        self._shown = {g: group["lr"] for g, group in enumerate(self.param_groups)}
+
+    # ---- checkpoints ---------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        sd = super().state_dict()
+        views = [t for entry in (self._lr_views or ()) for t in entry[1:] if t is not None]
+        ours = lambda x: isinstance(x, torch.Tensor) and any(x is v for v in views)  # noqa: E731
+        for group in sd["param_groups"]:  # a GPU group shows device views: checkpoints hold the numbers
+            for key in ("lr", "momentum"):
+                if ours(group.get(key)):
+                    group[key] = float(group[key])
+            if "betas" in group and ours(group["betas"][0]):
+                group["betas"] = (float(group["betas"][0]), group["betas"][1])
+        sd["lrfused"] = {"sched_state": {str(d): s.detach().cpu().clone() for d, s in self._sched_states.items()},
+                         "host_steps": self._host_steps}
+        return sd
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        state_dict = dict(state_dict)
+        extra = state_dict.pop("lrfused", None)
+        saved_groups = state_dict.get("param_groups", [])
+        if len(saved_groups) != len(self.param_groups):
+            raise ValueError(f"lrfused: loaded state dict has {len(saved_groups)} param groups, this optimizer has "
+                             f"{len(self.param_groups)}")
+        schedules = [g["schedule"] for g in self.param_groups]
+        self._check_loaded_state(state_dict)
+        super().load_state_dict(state_dict)
+        for group, schedule in zip(self.param_groups, schedules):
+            group.setdefault("schedule", schedule)
+            for key, value in self.defaults.items():  # keys older checkpoints (or torch's) do not carry
+                group.setdefault(key, value)
+            self._validate_group(group)
+        for group in self.param_groups:
+            for p in group["params"]:
+                state = self.state.get(p)
+                if state:
+                    self._adopt_loaded_state(p, group, state)
+        self._sched_states = {}
+        self._programs = {}
+        self._lr_views = None
+        for g, group in enumerate(self.param_groups):
+            # lrfused's and torch's (with a scheduler) checkpoints keep the base in initial_lr and the lr of
+            # the next step in lr; without one, lr is the base.
+            if self._scheduled(group):
+                group.setdefault("initial_lr", group["lr"])
+            self._shown[g] = group["lr"]
+        if extra is not None:
+            self._host_steps = int(extra.get("host_steps", 0))
+            self._sched_states = self._map_saved_sched_states(extra.get("sched_state", {}))
+        else:  # a torch optimizer's checkpoint: the schedule position is the parameters' step count
+            self._host_steps = int(max((float(st["step"]) for st in self.state.values() if "step" in st), default=0))
+            for device in {p.device for g in self.param_groups for p in g["params"]}:
+                self._sched_state(device)[SchedLayout.STEP] = self._host_steps
+        self._invalidate()
+
+    def _map_saved_sched_states(self, saved: dict) -> dict:
+        """The schedule position saved under each device's name, put on the devices that hold the
+        parameters now: by name where the device is the same, else the most advanced saved state (every
+        device's counter advances on every step, so they agree). A cuda:0 checkpoint resumes on cuda:1 or on
+        a CPU-only host at the step it was saved at."""
+        saved = {str(name): s for name, s in saved.items()}
+        if not saved:
+            return {}
+        num_groups = len(self.param_groups)
+        header = SchedLayout.HEADER
+        for name, s in saved.items():  # checkpoints from before the next-lr/momentum slots: add them
+            if s.numel() == header + 2 * num_groups:
+                momenta = torch.tensor([self._momentum_at(g, 0) for g in self.param_groups], dtype=s.dtype)
+                saved[name] = torch.cat([s, s[header:header + num_groups], momenta])
+        most_advanced = max(saved.values(), key=lambda s: float(s[SchedLayout.STEP]))
+        devices = {p.device for g in self.param_groups for p in g["params"]}
+        return {device: saved.get(str(device), most_advanced).to(device=device, dtype=torch.float64).clone()
+                for device in devices}
+
+    def _check_loaded_state(self, state_dict: dict) -> None:
+        if "state" not in state_dict or "param_groups" not in state_dict:
+            raise ValueError("lrfused: a state dict needs 'state' and 'param_groups' keys")
+        ids = [i for g in state_dict["param_groups"] for i in g["params"]]
+        params = [p for g in self.param_groups for p in g["params"]]
+        if len(ids) != len(params):
+            raise ValueError(f"lrfused: loaded state dict has {len(ids)} parameters, this optimizer has {len(params)}")
+        required = set(self._GROUP_KEYS)
+        for i, saved in enumerate(state_dict["param_groups"]):
+            missing = sorted(required - set(saved))
+            if missing:
+                raise ValueError(f"lrfused: loaded param group {i} misses {missing}: a state dict from a different "
+                                 f"optimizer than {type(self).__name__}?")
+            self._check_loaded_group_meaning(i, saved)
+        allowed = set(self._allowed_state_keys())
+        by_id = dict(zip(ids, params))
+        for pid, st in state_dict["state"].items():
+            foreign = sorted(k for k in st if k not in allowed)
+            if foreign:
+                raise ValueError(f"lrfused: loaded state of parameter {pid} has keys {foreign} that "
+                                 f"{type(self).__name__} does not use: a state dict from a different optimizer?")
+            p = by_id.get(pid)
+            if p is None:
+                continue
+            for key, value in st.items():
+                if isinstance(value, torch.Tensor) and key != "step" and value.shape != p.shape:
+                    raise ValueError(f"lrfused: loaded state '{key}' has shape {tuple(value.shape)}, its parameter "
+                                     f"has shape {tuple(p.shape)}")
+            expected = set(self._required_loaded_keys(self._group_of(state_dict, pid)))
+            missing = expected - set(k for k, v in st.items() if v is not None)
+            if missing:
+                raise ValueError(f"lrfused: loaded state of parameter {pid} misses {sorted(missing)} "
+                                 f"(a state dict from a different optimizer?)")
+
+    def _check_loaded_group_meaning(self, i: int, saved: dict) -> None:
+        """Refuses a group whose hyperparameters mean another optimizer than this class (overridden)."""
+
+    @staticmethod
+    def _group_of(state_dict, pid):
+        for g in state_dict["param_groups"]:
+            if pid in g["params"]:
+                return g
+        return {}
+
+    def _required_loaded_keys(self, saved_group) -> tuple:
+        return ()
+
+    def _allowed_state_keys(self) -> tuple:
+        raise NotImplementedError
+
+    def _adopt_loaded_state(self, p, group, state) -> None:
+        """Brings a loaded per-parameter state into lrfused's layout: step as a float32 tensor on the
+        parameter's device, buffers in the state dtype."""
+        if "step" in state:
+            state["step"] = torch.as_tensor(state["step"], dtype=torch.float32).to(p.device).reshape(())
+        dtype = self._state_dtype_for(p)
+        for key in self._state_keys(group):
+            if state.get(key) is not None:
+                state[key] = state[key].to(device=p.device, dtype=dtype)
+        self._init_state(p, group)

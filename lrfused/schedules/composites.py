@@ -1,0 +1,168 @@
+"""Composition: SequentialLR, ChainedScheduler and Schedule.per_epoch."""
+from __future__ import annotations
+
+from typing import Iterable
+
+from .. import contract
+from .base import Schedule, _check_pos_int, _is_int
+
+# ----------------------------------------------------------------------------------------------------
+# composites
+
+
+def _check_children(owner: str, schedules) -> tuple:
+    if isinstance(schedules, Schedule) or not isinstance(schedules, (list, tuple)):
+        raise TypeError(f"{owner} expects a list of schedules, got {type(schedules).__name__}")
+    if len(schedules) < 1:
+        raise ValueError(f"{owner} expects at least one schedule, but got none.")
+    for i, s in enumerate(schedules):
+        if not isinstance(s, Schedule):
+            raise TypeError(f"{owner}: schedule at index {i} is a {type(s).__name__}, not a lrfused Schedule")
+        if s.is_plateau or _contains_plateau(s):
+            raise ValueError(
+                f"{owner} does not support ReduceLROnPlateau (it is driven by reported metrics, not by the "
+                f"step), but got one at index {i}; use it as the optimizer's schedule on its own.")
+    return tuple(schedules)
+
+
+def _contains_plateau(s: Schedule) -> bool:
+    return any(_contains_plateau(c) or c.is_plateau for c in getattr(s, "schedules", ()))
+
+
+def _check_stack(owner: str, need: int):
+    if need > contract.MAX_STACK:
+        raise ValueError(f"{owner}: schedule nesting too deep ({need} > {contract.MAX_STACK} evaluation frames)")
+
+
+class SequentialLR(Schedule):
+    """Child i (i = number of milestones <= k) evaluated at k - milestone_i: each child restarts at its
+    milestone."""
+
+    _fields = ("schedules", "milestones")
+
+    def __init__(self, schedules, milestones):
+        schedules = _check_children("SequentialLR", schedules)
+        if isinstance(milestones, (str, bytes)) or not isinstance(milestones, Iterable):
+            raise TypeError(f"milestones must be a list of integers, got {milestones!r}")
+        milestones = list(milestones)
+        if len(milestones) != len(schedules) - 1:
+            raise ValueError(
+                "Sequential Schedulers expects number of schedulers provided to be one more than the number "
+                f"of milestone points, but got number of schedulers {len(schedules)} and the number of "
+                f"milestones to be equal to {len(milestones)}")
+        prev = 0
+        for m in milestones:
+            if not _is_int(m) or m <= prev:
+                raise ValueError(f"milestones must be strictly increasing positive integers, got {milestones}")
+            prev = m
+        self._set(schedules=schedules, milestones=tuple(int(m) for m in milestones))
+        _check_stack("SequentialLR", self._stack_need())
+
+    @property
+    def cycles_momentum(self):
+        return any(s.cycles_momentum for s in self.schedules)
+
+    @property
+    def _multiplicative(self):
+        return all(s._multiplicative for s in self.schedules)
+
+    def _stack_need(self):
+        return max(s._stack_need() for s in self.schedules)
+
+    def _group_count_hint(self):
+        hints = [h for h in (s._group_count_hint() for s in self.schedules) if h is not None]
+        return hints[0] if hints else None
+
+    def max_step(self):
+        starts = (0,) + self.milestones
+        ends = self.milestones + (None,)
+        bound = None
+        for s, a, e in zip(self.schedules, starts, ends):
+            m = s.max_step()
+            if m is not None and (e is None or a + m < e - 1):
+                bound = a + m if bound is None else min(bound, a + m)
+        return bound
+
+    def _pack_node(self, g, n):
+        return contract.node("SEQUENTIAL", {"count": len(self.schedules)}, tail=self.milestones,
+                             children=[s._pack_node(g, n) for s in self.schedules])
+
+
+class ChainedScheduler(Schedule):
+    """b * prod_i m_i(k) for multiplicative children b * m_i(k)."""
+
+    _fields = ("schedules",)
+
+    def __init__(self, schedules):
+        schedules = _check_children("ChainedScheduler", schedules)
+        for i, s in enumerate(schedules):
+            if not s._multiplicative:
+                raise ValueError(
+                    f"ChainedScheduler: schedule at index {i} ({type(s).__name__}) is not multiplicative "
+                    "(lr = base_lr * factor(k)); CosineAnnealing* with eta_min != 0, CyclicLR and OneCycleLR "
+                    "cannot be chained")
+        self._set(schedules=schedules)
+        _check_stack("ChainedScheduler", self._stack_need())
+
+    @property
+    def cycles_momentum(self):
+        return any(s.cycles_momentum for s in self.schedules)
+
+    def _stack_need(self):
+        n = len(self.schedules)
+        return max((n - 1 - i) + s._stack_need() for i, s in enumerate(self.schedules))
+
+    def _group_count_hint(self):
+        hints = [h for h in (s._group_count_hint() for s in self.schedules) if h is not None]
+        return hints[0] if hints else None
+
+    def max_step(self):
+        bounds = [m for m in (s.max_step() for s in self.schedules) if m is not None]
+        return min(bounds) if bounds else None
+
+    def _pack_node(self, g, n):
+        return contract.node("CHAINED", {"count": len(self.schedules)},
+                             children=[s._pack_node(g, n) for s in self.schedules])
+
+
+class PerEpoch(Schedule):
+    """``schedule`` evaluated at floor(step / steps_per_epoch) (``Schedule.per_epoch``)."""
+
+    _fields = ("schedule", "steps_per_epoch")
+
+    def __init__(self, schedule: Schedule, steps_per_epoch: int):
+        if not isinstance(schedule, Schedule):
+            raise TypeError(f"per_epoch expects a lrfused Schedule, got {type(schedule).__name__}")
+        if schedule.is_plateau or _contains_plateau(schedule):
+            raise ValueError("per_epoch does not support ReduceLROnPlateau: it is driven by reported "
+                             "metrics (opt.report), not by the step")
+        self._set(schedule=schedule, steps_per_epoch=_check_pos_int("steps_per_epoch", steps_per_epoch))
+        _check_stack("per_epoch", self._stack_need())
+
+    @property
+    def schedules(self):
+        return (self.schedule,)
+
+    @property
+    def cycles_momentum(self):
+        return self.schedule.cycles_momentum
+
+    @property
+    def _multiplicative(self):
+        return self.schedule._multiplicative
+
+    def _stack_need(self):
+        return self.schedule._stack_need()
+
+    def _group_count_hint(self):
+        return self.schedule._group_count_hint()
+
+    def max_step(self):
+        m = self.schedule.max_step()
+        return None if m is None else (m + 1) * self.steps_per_epoch - 1
+
+    def _pack_node(self, g, n):
+        return contract.node("PER_EPOCH", {"steps_per_epoch": self.steps_per_epoch},
+                             children=[self.schedule._pack_node(g, n)])
+
+
