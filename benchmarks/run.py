@@ -124,7 +124,7 @@ def resolve(args):
         "optimizers": args.optimizers or d["optimizers"],
         "contenders": args.contenders,
         "schedule": args.schedule,
-        "schedule_torch": C.SCHEDULES[args.schedule][2].format(T=SCHEDULE_LENGTH),
+        "schedule_torch": C.SCHEDULES[args.schedule].description.format(T=SCHEDULE_LENGTH),
         "schedule_length": SCHEDULE_LENGTH,
         "hyperparameters": {k: {kk: list(vv) if isinstance(vv, tuple) else vv for kk, vv in v.items()}
                             for k, v in C.HYPER.items()},

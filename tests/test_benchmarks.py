@@ -31,6 +31,7 @@ def _lrfused_status():
     try:
         import lrfused
         from lrfused import schedules as S
+        from lrfused.testing import assert_close
     except Exception:  # noqa: BLE001
         return False, False
     try:
@@ -49,7 +50,10 @@ def _lrfused_status():
                 ref.step()
                 sched.step()
                 mine.step()
-            agree = agree and torch.allclose(a.detach(), b.detach(), rtol=1e-5, atol=1e-6)
+            try:
+                assert_close(b, a, what=name)
+            except AssertionError:
+                agree = False
         return True, agree
     except Exception:  # noqa: BLE001
         return False, False
@@ -197,7 +201,11 @@ def _fake_lrfused(lr_factor=1.0, broken=False):
             return (name, kw)
         return make
 
-    S = types.SimpleNamespace(CosineAnnealingLR=schedule("CosineAnnealingLR"))
+    def from_torch(sched):
+        assert isinstance(sched, torch.optim.lr_scheduler.CosineAnnealingLR), sched
+        return schedule("CosineAnnealingLR")(T_max=sched.T_max, eta_min=sched.eta_min)
+
+    S = types.SimpleNamespace(from_torch=from_torch)
 
     def wrap(torch_cls):
         class Opt(torch_cls):
@@ -256,3 +264,39 @@ def test_stub_lrfused_is_not_timed(monkeypatch, tmp_path):
     skips = [s for s in r["skipped"] if s["contender"] == "lrfused"]
     assert skips and all("not functional" in s["reason"] and "stub" in s["reason"] for s in skips)
     assert any(row["contender"] == "torch-fused" for row in r["results"])
+
+
+# ----------------------------------------------------------------------------------------------------
+# lrfused's side of every --schedule choice is S.from_torch of the torch contenders' scheduler.
+
+@pytest.mark.parametrize("optimizer", ["adamw", "adam", "sgd"])
+@pytest.mark.parametrize("schedule", sorted(bench_run.C.SCHEDULES))
+def test_schedule_converts_through_from_torch(schedule, optimizer):
+    """Each SCHEDULES entry, converted by from_torch (as the harness does), gives the lr and the momentum /
+    beta1 (cycled by OneCycleLR, constant otherwise) that torch's scheduler applies, step by step, live."""
+    pytest.importorskip("lrfused")
+    from lrfused import schedules as S
+    from lrfused.testing import LR_ATOL_PER_BASE, LR_RTOL
+
+    C = bench_run.C
+    T = 12  # short, so that StepLR (step_size max(T // 100, 1)) and OneCycleLR change every step
+    lr = C.HYPER[optimizer]["lr"]
+    topt, step = C.make_torch(optimizer, [torch.zeros(3, requires_grad=True)], "torch-forloop", schedule, T)
+    ours = C.lrfused_schedule(S, optimizer, schedule, T)
+    assert (ours is None) == (schedule == "constant")
+    ours = ours if ours is not None else S.Constant()
+    group = topt.param_groups[0]
+    max_lr = max(lr, group.get("max_lr", lr))
+    h = C.HYPER[optimizer]
+    fallback = h["momentum"] if optimizer == "sgd" else h["betas"][0]  # the optimizer's, unscheduled
+    seen = set()
+    for k in range(T - 1):
+        applied = group["lr"]
+        momentum = group["momentum"] if optimizer == "sgd" else group["betas"][0]
+        seen.add(applied)
+        bound = LR_RTOL * abs(applied) + LR_ATOL_PER_BASE * max_lr
+        assert abs(ours.lr_at(k, lr) - applied) <= bound, (k, applied)
+        assert ours.momentum_at(k, fallback) == pytest.approx(momentum, rel=1e-12, abs=1e-12), (k, momentum)
+        topt.param_groups[0]["params"][0].grad = torch.zeros(3)
+        step()
+    assert (len(seen) == 1) == (schedule == "constant"), seen
