@@ -23,22 +23,23 @@ NVCC ?= nvcc
 
 all: install
 
-# The development dependencies: pyproject.toml's `dev` extra, the one list (tools/dev_deps.py reads it).
-DEV_DEPS = $$($(PYTHON) tools/dev_deps.py)
+# The development dependencies: pyproject.toml's `dev` extra, the one list (tools/dev_deps.py reads it; a
+# failure to read it stops the recipe instead of installing torch alone).
+DEV_DEPS = deps="$$($(PYTHON) tools/dev_deps.py)" &&
 
 $(STAMP): pyproject.toml
 ifeq ($(SYSTEM_TORCH),1)
 	$(PYTHON) -m venv --system-site-packages $(VENV)
-	$(PY) -m pip install -q $(DEV_DEPS)
+	$(DEV_DEPS) $(PY) -m pip install -q $$deps
 else
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q "$(TORCH)" $(DEV_DEPS)
+	$(DEV_DEPS) $(PY) -m pip install -q "$(TORCH)" $$deps
 endif
 	touch $(STAMP)
 
 $(CUDA_STAMP): pyproject.toml
 	$(PYTHON) -m venv $(CUDA_VENV)
-	$(CUDA_VENV)/bin/python -m pip install -q "$(CUDA_TORCH)" $(DEV_DEPS)
+	$(DEV_DEPS) $(CUDA_VENV)/bin/python -m pip install -q "$(CUDA_TORCH)" $$deps
 	touch $(CUDA_STAMP)
 
 venv: $(STAMP)

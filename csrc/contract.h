@@ -165,7 +165,10 @@ LRF_HD int64_t sched_num_groups(int64_t numel) {
 #define LRF_VALUE_ENUM3(NAME, V, PY) NAME = V,
 #define LRF_VALUE_ENUM4(NAME, V, A, B) NAME = V,
 enum OptimizerKind : int { LRF_OPTIMIZERS(LRF_VALUE_ENUM3) };
-enum OptFlags : int { LRF_OPT_FLAGS(LRF_VALUE_ENUM3) kAllFlags = 15 };
+enum OptFlags : int { LRF_OPT_FLAGS(LRF_VALUE_ENUM3) };
+#define LRF_FLAG_OR(NAME, V, PY) | V
+constexpr int kAllFlags = 0 LRF_OPT_FLAGS(LRF_FLAG_OR);
+#undef LRF_FLAG_OR
 enum HyperSlot : int { LRF_HYPERS(LRF_VALUE_ENUM4) HYPER_COUNT };
 #undef LRF_VALUE_ENUM3
 #undef LRF_VALUE_ENUM4

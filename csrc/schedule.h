@@ -180,7 +180,7 @@ static_assert(field::HF_CONSTANT_WITH_WARMUP::warmup == 0 && field::HF_LINEAR::w
 
 LRF_HD double hf_lr_factor(int kind, const double* p, int64_t k_int, double b) {
   const double k = static_cast<double>(k_int);
-  const double w = p[field::HF_LINEAR::warmup];  // every HF kind's first field (static_assert below)
+  const double w = p[field::HF_LINEAR::warmup];  // every HF kind's first field (static_assert above)
   if (k < w && hf_linear_warmup(kind)) return hf_warmup(k, w);
   switch (kind) {
     case HF_CONSTANT_WITH_WARMUP:

@@ -33,7 +33,8 @@ FLAG = types.SimpleNamespace(**dict(_TABLES["flags"]))
 #: The per-step hyperparameters of each optimizer family, by slot.
 HYPER_FIELDS: dict[str, tuple] = {name: tuple(h) for name, h in _TABLES["hypers"].items()}
 DTYPE_PAIRS: frozenset = frozenset((getattr(torch, p), getattr(torch, s)) for p, s in _TABLES["dtype_pairs"])
-STATE_DTYPES: frozenset = frozenset(p for p, _ in DTYPE_PAIRS)
+PARAM_DTYPES: frozenset = frozenset(p for p, _ in DTYPE_PAIRS)
+STATE_DTYPES: frozenset = frozenset(s for _, s in DTYPE_PAIRS)
 CLIP_EPS: float = _TABLES["constants"]["clip_eps"]
 MAX_STACK: int = _TABLES["constants"]["max_stack"]
 PLATEAU_MAX_GROUPS_CUDA: int = _TABLES["constants"]["plateau_max_groups_cuda"]

@@ -75,7 +75,8 @@ class LRSchedulerHandle(LRScheduler):
         """The lr the next ``optimizer.step()`` will apply, per group (may synchronise on a GPU)."""
         k = self.last_epoch
         base_lrs = self._state.base_lrs
-        plateau_lrs = self._state.plateau_lrs
+        # the plateau's lrs live on the device: read (a sync on a GPU) only when some group needs them
+        plateau_lrs = self._state.plateau_lrs if _has_plateau(self.optimizer) else None
         return [plateau_lrs[g] if group["schedule"].is_plateau else group["schedule"].lr_at(k, base_lrs[g], group=g)
                 for g, group in enumerate(self.optimizer.param_groups)]
 

@@ -3,6 +3,7 @@ were first found by reading the CUDA path, whose code shares these rules (schedu
 C++, the applied lr recorded for every group, GradScaler's division, float64 clip norms, checkpoints
 that resume on other devices, no plan rebuild inside a CUDA graph capture, results independent of the
 thread count)."""
+import contextlib
 import copy
 import math
 import random
@@ -290,3 +291,33 @@ def test_negative_steps_evaluate_as_step_zero():
     program = _program(S.LambdaLR(lambda k: 1.0 / (k + 1), total_steps=4))
     lrs = ops.schedule_lrs(program, torch.tensor([-5, 0]), 1.0)
     assert lrs.tolist() == [1.0, 1.0]
+
+
+@pytest.mark.parametrize("program", [
+    [float(contract.KIND.TABLE), 2.0], [float(contract.KIND.MULTI_STEP), 2.0], [float(contract.KIND.CYCLIC), 2.0],
+    [float(contract.KIND.ONE_CYCLE), 2.0], [float(contract.KIND.STEP), 3.0, 0.5],
+], ids=["TABLE", "MULTI_STEP", "CYCLIC", "ONE_CYCLE", "STEP"])
+def test_nodes_cut_off_before_their_fields_are_refused(program):
+    """A node shorter than its kind's fields would be read past its end by the evaluators."""
+    with pytest.raises(RuntimeError, match="invalid schedule program.*shorter than its kind's fields"):
+        _ops._C.check_program(torch.tensor(program, dtype=torch.float64))
+
+
+def test_eager_op_path_keeps_the_step_bookkeeping():
+    """eager_op_path() changes only how the update is launched: the schedule bound, what param_groups show
+    and the step count are the eager path's, and so are the bits."""
+    results = []
+    for forced in (False, True):
+        p = nn.Parameter(torch.linspace(-1, 1, 5, dtype=torch.float64))
+        opt = lrfused.SGD([p], lr=0.1, momentum=0.9, schedule=S.LambdaLR(lambda k: 1.0 / (k + 1), 3))
+        with lrfused.optim.eager_op_path() if forced else contextlib.nullcontext():
+            for k in range(3):
+                p.grad = torch.full_like(p, 0.5 + k)
+                opt.step()
+            p.grad = torch.ones_like(p)
+            with pytest.raises(ValueError, match="past the end of the schedule"):
+                opt.step()
+        results.append((p.detach().clone(), [g["lr"] for g in opt.param_groups], opt.schedule_state.step,
+                        opt.get_last_lr()))
+    assert torch.equal(results[0][0], results[1][0])
+    assert results[0][1:] == results[1][1:]

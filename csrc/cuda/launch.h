@@ -15,8 +15,8 @@ namespace gpu {
 
 using ::lrfused::DType;  // the contract's (contract.h); pairs with kernels: supported_dtype_pair
 
-// One fused optimizer step over the tensors of one param group on one device (see the fused_step_
-// schema in csrc/lrfused.cpp). The per-tensor arrays have num_tensors entries; a state array is nullptr
+// One fused optimizer step over the tensors of one param group on one device (see the fused_sgd_ /
+// fused_adam_ schemas in csrc/lrfused.cpp). The per-tensor arrays have num_tensors entries; a state array is nullptr
 // when its list is empty (SGD without momentum buffers: state1; SGD: state2/state3; Adam without
 // amsgrad: state3). All tensors are dense, and each state/grad tensor has its param's layout.
 struct FusedStepLaunch {

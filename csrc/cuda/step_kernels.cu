@@ -1,5 +1,5 @@
 // The small kernels around the update: the schedule (lr and momentum of the step, once per launch), the
-// step-counter increment (after every update batch of a fused_step_), the schedule advance, and the
+// step-counter increment (after every update batch of a fused step), the schedule advance, and the
 // ReduceLROnPlateau report. Also the host entry launch_fused_step, which picks the optimizer family.
 #include "cuda/fused_step.cuh"
 #include "schedule.h"

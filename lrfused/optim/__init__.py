@@ -15,3 +15,7 @@ from .sgd import SGD
 from .step import eager_op_path
 
 __all__ = ["SGD", "Adam", "AdamW", "ScheduleState", "eager_op_path"]
+
+for _cls in (SGD, Adam, AdamW, ScheduleState):  # pickled and shown as lrfused.optim.<Name>, whatever the room
+    _cls.__module__ = __name__
+del _cls

@@ -14,7 +14,7 @@ class Adam(_FusedOptimizer):
     """torch.optim.Adam's math (L2 weight decay added to the gradient) with the schedule fused in."""
 
     _FAMILY = "ADAM"
-    _DECOUPLED = False
+    _FLAG_DEFAULTS = {"decoupled_weight_decay": False}
     _MOMENTUM_HYPER = "beta1"  # what CyclicLR / OneCycleLR cycle
     _FLAG_KEYS = {"amsgrad": "amsgrad", "maximize": "maximize", "decoupled_weight_decay": "decoupled_weight_decay"}
     _GROUP_KEYS = ("lr", "betas", "eps", "weight_decay", "amsgrad")  # what a loaded group must have
@@ -64,10 +64,6 @@ class Adam(_FusedOptimizer):
         keys = ("step", "exp_avg", "exp_avg_sq")
         return keys + ("max_exp_avg_sq",) if saved_group.get("amsgrad") else keys
 
-    def _flags(self, group) -> int:
-        group = dict(group, decoupled_weight_decay=group.get("decoupled_weight_decay", self._DECOUPLED))
-        return super()._flags(group)
-
     def _hyper(self, group) -> dict:
         v = self._value
         beta1, beta2 = group["betas"]
@@ -87,7 +83,7 @@ class Adam(_FusedOptimizer):
 class AdamW(Adam):
     """torch.optim.AdamW's math (decoupled weight decay with the scheduled lr: p *= 1 - lr_k * wd)."""
 
-    _DECOUPLED = True
+    _FLAG_DEFAULTS = {"decoupled_weight_decay": True}
 
     def __init__(self, params, lr: float | torch.Tensor = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 1e-2, amsgrad: bool = False, *, maximize: bool = False,

@@ -13,9 +13,8 @@ from .._ops import ops
 from .checkpoint import CheckpointMixin
 from .checks import _check_no_shared_memory, _is_dtensor, _is_number, _real_dtype
 from .schedule_state import ScheduleStateMixin
-from .step import StepMixin, _use_op_path
+from .step import StepMixin
 
-_STATE_DTYPES = contract.STATE_DTYPES
 
 
 class _FusedOptimizer(StepMixin, ScheduleStateMixin, CheckpointMixin, torch.optim.Optimizer):
@@ -24,7 +23,9 @@ class _FusedOptimizer(StepMixin, ScheduleStateMixin, CheckpointMixin, torch.opti
     contract's hyperparameter names -> values) and ``_call_step_op`` (its registered op)."""
 
     _FAMILY = ""
-    _FLAG_KEYS: dict = {}
+    _FLAG_KEYS: dict = {}  # group key -> the contract's flag name
+    _FLAG_DEFAULTS: dict = {}  # group key -> its value when a group (an older checkpoint's) lacks it
+    plan_builds = 0  # how many times the eager launch plan was built (a diagnostic)
     _MOMENTUM_HYPER = ""  # the hyperparameter a momentum-cycling schedule sets
     # torch.amp.GradScaler hands grad_scale/found_inf to step() (as attributes) instead of unscaling
     # the gradients itself, as for torch's fused optimizers.
@@ -35,14 +36,17 @@ class _FusedOptimizer(StepMixin, ScheduleStateMixin, CheckpointMixin, torch.opti
         if cls._FAMILY:
             cls._KIND = getattr(contract.OPTIMIZER, cls._FAMILY)
             cls._HYPER_ORDER = contract.HYPER_FIELDS[cls._FAMILY]
+            # (group key, flag bit, value when the group lacks the key), resolved once per class
+            cls._FLAG_BITS = tuple((key, getattr(contract.FLAG, flag), cls._FLAG_DEFAULTS.get(key, False))
+                                   for key, flag in cls._FLAG_KEYS.items())
 
     def __init__(self, params, defaults: dict, schedule, state_dtype, max_grad_norm):
         if schedule is None:
             schedule = _schedules.Constant()
         if not isinstance(schedule, _schedules.Schedule):
             raise TypeError(f"lrfused: schedule must be a lrfused.schedules.Schedule, got {type(schedule).__name__}")
-        if state_dtype is not None and state_dtype not in _STATE_DTYPES:
-            raise TypeError(f"lrfused: state_dtype must be one of {sorted(map(str, _STATE_DTYPES))} or None, "
+        if state_dtype is not None and state_dtype not in contract.STATE_DTYPES:
+            raise TypeError(f"lrfused: state_dtype must be one of {sorted(map(str, contract.STATE_DTYPES))} or None, "
                             f"got {state_dtype}")
         if max_grad_norm is not None:
             if isinstance(max_grad_norm, bool) or not _is_number(max_grad_norm):
@@ -64,7 +68,6 @@ class _FusedOptimizer(StepMixin, ScheduleStateMixin, CheckpointMixin, torch.opti
         self._host_steps = 0  # step() calls; an upper bound of the device's k (skipped steps do not count there)
         self._shown = {}  # group index -> the object lrfused last put in group["lr"]
         self._lr_views = None  # (group, next-lr view, next-momentum view) per shown group, built lazily
-        self.plan_builds = 0  # how many times the eager launch plan was built (a diagnostic)
         super().__init__(params, defaults)
 
     # ---- groups -------------------------------------------------------------------------------
@@ -90,7 +93,7 @@ class _FusedOptimizer(StepMixin, ScheduleStateMixin, CheckpointMixin, torch.opti
                 raise TypeError(f"lrfused: params must be Tensors, got {type(p).__name__}")
             if not (p.is_floating_point() or p.is_complex()):
                 raise TypeError(f"lrfused: can only optimize floating-point or complex tensors, got {p.dtype}")
-            if _real_dtype(p) not in _STATE_DTYPES:
+            if _real_dtype(p) not in contract.PARAM_DTYPES:
                 raise TypeError(f"lrfused: unsupported parameter dtype {p.dtype}")
             wanted = self._state_dtype
             if wanted is not None and not p.is_complex() and (p.dtype, wanted) not in contract.DTYPE_PAIRS:
@@ -150,7 +153,11 @@ class _FusedOptimizer(StepMixin, ScheduleStateMixin, CheckpointMixin, torch.opti
         return [values.get(name, 0.0) for name in self._HYPER_ORDER]
 
     def _flags(self, group) -> int:
-        return sum(getattr(contract.FLAG, flag) for key, flag in self._FLAG_KEYS.items() if group.get(key))
+        flags = 0
+        for key, bit, default in self._FLAG_BITS:
+            if group.get(key, default):
+                flags |= bit
+        return flags
 
     def _lr_hyper(self, group) -> float:
         return self._base_lr(group)
@@ -191,7 +198,7 @@ class _FusedOptimizer(StepMixin, ScheduleStateMixin, CheckpointMixin, torch.opti
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        if _use_op_path():
+        if torch.compiler.is_compiling():  # traced: the ops with every tensor an argument, nothing host-side
             self._op_step(getattr(self, "grad_scale", None) if grad_scale is None else grad_scale,
                           getattr(self, "found_inf", None) if found_inf is None else found_inf)
             return loss

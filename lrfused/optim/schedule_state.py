@@ -171,7 +171,10 @@ class ScheduleState:
         opt = self._optimizer
         if device is None:
             device = next((_local(p).device for g in opt.param_groups for p in g["params"]), torch.device("cpu"))
-        return opt._sched_state(torch.device(device))
+        device = torch.device(device)
+        if device.type == "cuda" and device.index is None:  # states are kept per indexed device, as params are
+            device = torch.device("cuda", torch.cuda.current_device())
+        return opt._sched_state(device)
 
     def _first(self):
         states = self._optimizer._sched_states
@@ -231,14 +234,11 @@ class ScheduleState:
         if schedule is None:
             return None
         state = self._first()
-        if state is None or float(state[SchedLayout.PLATEAU_EPOCH]) == 0.0:
-            best = -math.inf if schedule.mode == "max" else math.inf
-        else:
-            best = float(state[SchedLayout.PLATEAU_BEST])
-        read = (lambda slot: 0 if state is None else int(state[slot]))
-        return {"best": best, "num_bad_epochs": read(SchedLayout.PLATEAU_BAD),
-                "cooldown_counter": read(SchedLayout.PLATEAU_COOLDOWN),
-                "num_reports": read(SchedLayout.PLATEAU_EPOCH)}
+        header = [0.0] * SchedLayout.HEADER if state is None else state[:SchedLayout.HEADER].tolist()  # one read
+        reports = int(header[SchedLayout.PLATEAU_EPOCH])
+        best = header[SchedLayout.PLATEAU_BEST] if reports else (-math.inf if schedule.mode == "max" else math.inf)
+        return {"best": best, "num_bad_epochs": int(header[SchedLayout.PLATEAU_BAD]),
+                "cooldown_counter": int(header[SchedLayout.PLATEAU_COOLDOWN]), "num_reports": reports}
 
     def __repr__(self) -> str:
         return f"ScheduleState(step={self.step}, last_lrs={self.last_lrs})"

@@ -16,8 +16,9 @@ _FORCED_OP_PATH = [False]
 
 @contextlib.contextmanager
 def eager_op_path():
-    """Runs ``step()`` through the registered ops eagerly (the path ``torch.compile`` traces) instead of the
-    launch plan: to debug or test that path without compiling. Both paths give the same bits."""
+    """Runs ``step()`` through the registered ops eagerly (the path ``torch.compile`` traces, and DTensor
+    parameters take) instead of the launch plan, with the same checks and bookkeeping around it: to debug
+    or test that path without compiling. Both paths give the same bits."""
     _FORCED_OP_PATH.append(True)
     try:
         yield
@@ -119,10 +120,10 @@ class StepMixin:
                            if "step" not in self.state.get(p, {})]
         self._plan = plan
         self._plan_signature = self._signature()
-        self.plan_builds = getattr(self, "plan_builds", 0) + 1
+        self.plan_builds += 1
 
     def _fused_step(self, grad_scale, found_inf) -> None:
-        if self._has_dtensor:
+        if self._has_dtensor or _use_op_path():
             self._op_step(grad_scale, found_inf)
             return
         if self._plan is None or self._plan_signature != self._signature():

@@ -278,9 +278,6 @@ class CyclicLR(_AbsoluteCyclic):
         return contract.node("CYCLIC", fields, tail=table)
 
 
-_PHASE = ("end_step", "start_lr", "end_lr", "start_momentum", "end_momentum")
-
-
 class OneCycleLR(_AbsoluteCyclic):
     """torch's OneCycleLR. Steps 0..total_steps follow the formula; ``max_step()`` is total_steps (an
     eager step beyond raises in the optimizer, as torch's scheduler does); in the kernels lr(T) holds."""
@@ -339,16 +336,21 @@ class OneCycleLR(_AbsoluteCyclic):
             mm = _per_group("max_momentum", self.max_momentum, g, n)
             bm = _per_group("base_momentum", self.base_momentum, g, n)
         T = self.total_steps
+
+        def phase(end_step, start_lr, end_lr, start_momentum, end_momentum):  # torch's _schedule_phases
+            return contract.record("ONE_CYCLE_PHASE", dict(end_step=end_step, start_lr=start_lr, end_lr=end_lr,
+                                                           start_momentum=start_momentum, end_momentum=end_momentum))
+
         if self.three_phase:
-            phases = [(float(self.pct_start * T) - 1, initial, top, mm, bm),
-                      (float(2 * self.pct_start * T) - 2, top, initial, bm, mm),
-                      (T - 1, initial, low, mm, mm)]
+            phases = [phase(float(self.pct_start * T) - 1, initial, top, mm, bm),
+                      phase(float(2 * self.pct_start * T) - 2, top, initial, bm, mm),
+                      phase(T - 1, initial, low, mm, mm)]
         else:
-            phases = [(float(self.pct_start * T) - 1, initial, top, mm, bm),
-                      (T - 1, top, low, bm, mm)]
+            phases = [phase(float(self.pct_start * T) - 1, initial, top, mm, bm),
+                      phase(T - 1, top, low, bm, mm)]
         anneal = contract.ENUMS["anneal"]["COS" if self.anneal_strategy == "cos" else "LINEAR"]
         fields = dict(total_steps=T, anneal=anneal, cycle_momentum=1 if self.cycle_momentum else 0, count=len(phases))
-        tail = [v for ph in phases for v in contract.record("ONE_CYCLE_PHASE", dict(zip(_PHASE, ph)))]
+        tail = [v for ph in phases for v in ph]
         return contract.node("ONE_CYCLE", fields, tail=tail)
 
 
