@@ -6,6 +6,7 @@ import warnings
 import pytest
 import torch
 
+import lrfused
 from lrfused import schedules as S
 
 LR_A, LR_B = 0.1, 0.03  # two param groups with their own base lrs
@@ -342,3 +343,40 @@ def test_lrs_equals_lr_at_at_every_step():
     oc = S.OneCycleLR(1.0, total_steps=12)
     assert [oc.lr_at(k) for k in range(13)] == oc.lrs(13).tolist()
     assert [oc.momentum_at(k) for k in range(13)] == oc.momenta(13).tolist()
+
+
+def test_one_cycle_without_first_phase_steps_is_refused_as_torch_refuses_it():
+    """pct_start * total_steps == 1: torch's first phase ends at step 0 and its constructor divides 0 by 0;
+    lrfused refuses the schedule (instead of a NaN lr) with a ValueError that names the cause."""
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    with pytest.raises(ZeroDivisionError):
+        torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=1.0, total_steps=10, pct_start=0.1)
+    with pytest.raises(ValueError, match="pct_start"):
+        S.OneCycleLR(1.0, total_steps=10, pct_start=0.1)
+
+
+def test_one_cycle_with_pct_start_one_stops_where_torch_fails():
+    """pct_start = 1: the last phase has no steps; torch's step total_steps divides by zero, lrfused's optimizer
+    refuses that step before anything changes, and every step before it matches torch."""
+    T = 8
+    p_t, p_l = (torch.nn.Parameter(torch.ones(3, dtype=torch.float64)) for _ in range(2))
+    opt_t = torch.optim.SGD([p_t], lr=0.1)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt_t, max_lr=1.0, total_steps=T, pct_start=1.0,
+                                                cycle_momentum=False)
+    opt_l = lrfused.SGD([p_l], lr=0.1, schedule=S.OneCycleLR(1.0, total_steps=T, pct_start=1.0,
+                                                             cycle_momentum=False))
+    for _ in range(T - 1):
+        p_t.grad, p_l.grad = torch.ones(3, dtype=torch.float64), torch.ones(3, dtype=torch.float64)
+        opt_t.step()
+        sched.step()
+        opt_l.step()
+    torch.testing.assert_close(p_l.detach(), p_t.detach(), rtol=1e-12, atol=1e-14)
+    p_t.grad, p_l.grad = torch.ones(3, dtype=torch.float64), torch.ones(3, dtype=torch.float64)
+    opt_t.step()
+    with pytest.raises(ZeroDivisionError):
+        sched.step()  # torch's step T
+    opt_l.step()  # lrfused's step T - 1 (k = 7): the last valid one
+    before = p_l.detach().clone()
+    with pytest.raises(ValueError, match="past the end"):
+        opt_l.step()  # k = T
+    assert torch.equal(p_l.detach(), before)

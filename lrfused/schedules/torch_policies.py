@@ -312,14 +312,28 @@ class OneCycleLR(_AbsoluteCyclic):
         final_div_factor = _check_real("final_div_factor", final_div_factor)
         if div_factor == 0 or final_div_factor == 0:
             raise ValueError("div_factor and final_div_factor must be non-zero")
+        if float(pct_start * total) - 1 == 0:
+            # the first phase ends at step 0: torch divides 0 by 0 at its first step (ZeroDivisionError)
+            raise ValueError(f"OneCycleLR: pct_start * total_steps = {pct_start} * {total} = 1 leaves the first "
+                             f"phase without steps (torch raises ZeroDivisionError here)")
         self._set(max_lr=_real_or_list("max_lr", max_lr), total_steps=total, pct_start=pct_start,
                   anneal_strategy=anneal_strategy, cycle_momentum=cycle_momentum,
                   base_momentum=_real_or_list("base_momentum", base_momentum),
                   max_momentum=_real_or_list("max_momentum", max_momentum), div_factor=div_factor,
                   final_div_factor=final_div_factor, three_phase=bool(three_phase))
 
+    def _phase_ends(self) -> list:
+        """torch's _schedule_phases' end steps."""
+        T = self.total_steps
+        if self.three_phase:
+            return [float(self.pct_start * T) - 1, float(2 * self.pct_start * T) - 2, T - 1]
+        return [float(self.pct_start * T) - 1, T - 1]
+
     def max_step(self):
-        return self.total_steps
+        """total_steps, as torch allows; total_steps - 1 when the last phase has no steps (pct_start = 1), where
+        torch's step total_steps divides by zero."""
+        ends = self._phase_ends()
+        return self.total_steps - 1 if ends[-1] == ends[-2] else self.total_steps
 
     def _group_count_hint(self):
         for v in (self.max_lr, self.base_momentum, self.max_momentum):
@@ -341,13 +355,12 @@ class OneCycleLR(_AbsoluteCyclic):
             return contract.record("ONE_CYCLE_PHASE", dict(end_step=end_step, start_lr=start_lr, end_lr=end_lr,
                                                            start_momentum=start_momentum, end_momentum=end_momentum))
 
+        ends = self._phase_ends()
         if self.three_phase:
-            phases = [phase(float(self.pct_start * T) - 1, initial, top, mm, bm),
-                      phase(float(2 * self.pct_start * T) - 2, top, initial, bm, mm),
-                      phase(T - 1, initial, low, mm, mm)]
+            phases = [phase(ends[0], initial, top, mm, bm), phase(ends[1], top, initial, bm, mm),
+                      phase(ends[2], initial, low, mm, mm)]
         else:
-            phases = [phase(float(self.pct_start * T) - 1, initial, top, mm, bm),
-                      phase(T - 1, top, low, bm, mm)]
+            phases = [phase(ends[0], initial, top, mm, bm), phase(ends[1], top, low, bm, mm)]
         anneal = contract.ENUMS["anneal"]["COS" if self.anneal_strategy == "cos" else "LINEAR"]
         fields = dict(total_steps=T, anneal=anneal, cycle_momentum=1 if self.cycle_momentum else 0, count=len(phases))
         tail = [v for ph in phases for v in ph]
