@@ -302,6 +302,38 @@ def test_opcheck_advance(device):
     torch.library.opcheck(torch.ops.lrfused.advance_.default, (state.clone(), torch.tensor(1.0, device=device)))
 
 
+def _opcheck_samples(device):
+    """op name -> [(args, kwargs)]: a sample call of every lrfused op (the step ops through _step_op_call)."""
+    layout = SchedLayout(2)
+    state = torch.zeros(layout.size, dtype=torch.float64, device=device)
+    state[layout.region("plateau_lr")] = 0.1
+    grads = [torch.randn(5, device=device), torch.randn(3, 4, device=device)]
+    program = S.OneCycleLR(1.0, total_steps=10).program().to(device)
+    sgd = _step_op_call(lrfused.SGD, dict(lr=0.1, momentum=0.9), S.StepLR(2), device)
+    adam = _step_op_call(lrfused.AdamW, dict(lr=1e-2, amsgrad=True), _warmup_cosine(), device)
+    return {
+        "fused_sgd_": [sgd[1:]],
+        "fused_adam_": [adam[1:]],
+        "advance_": [((state.clone(), None), {})],
+        "plateau_report_": [((state.clone(), torch.tensor(2.0, dtype=torch.float64, device=device),
+                              S.ReduceLROnPlateau(patience=0).plateau_config(2), 2), {})],
+        "grad_sq_norm": [((grads, None), {}), ((grads, torch.tensor(8.0, device=device)), {})],
+        "schedule_lrs": [((program, torch.arange(12, device=device), 0.5), {})],
+        "schedule_momenta": [((program, torch.arange(12, device=device), 0.9), {})],
+    }
+
+
+def test_opcheck_on_every_op(device):
+    """Every registered lrfused op passes torch.library.opcheck (schema, fake, autograd registration); an op
+    added without a sample here fails."""
+    samples = _opcheck_samples(device)
+    registered = sorted(n.split("::")[1] for n in torch._C._dispatch_get_all_op_names() if n.startswith("lrfused::"))
+    assert sorted(samples) == registered
+    for name, calls in samples.items():
+        for args, kwargs in calls:
+            torch.library.opcheck(getattr(torch.ops.lrfused, name).default, args, kwargs)
+
+
 def test_copy_of_compiled_optimizer_state_loads_into_eager():
     """A checkpoint taken from a compiled run resumes eagerly at the same position."""
     cls, kw, make = CASES["adamw-warmup-cosine"]
