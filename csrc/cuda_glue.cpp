@@ -16,7 +16,6 @@
 #include "contract.h"
 #include "op_signatures.h"
 #include "step_args.h"
-#include "update_math.h"
 
 namespace lrfused {
 namespace {
@@ -30,22 +29,19 @@ const float* float_scalar(const std::optional<at::Tensor>& t, std::vector<at::Te
   return keep.back().const_data_ptr<float>();
 }
 
-void check_sched_state(const at::Tensor& sched_state) {
-  TORCH_CHECK(sched_state.is_cuda(), "lrfused: sched_state must be a CUDA tensor");
-  TORCH_CHECK(sched_state.scalar_type() == at::kDouble && sched_state.dim() == 1 && sched_state.is_contiguous(),
-              "lrfused: sched_state must be a contiguous 1-D float64 tensor, got ", sched_state.scalar_type(),
-              " with shape ", sched_state.sizes());
-  TORCH_CHECK(sched_num_groups(sched_state.numel()) > 0, "lrfused: sched_state must have ",
-              static_cast<int>(SCHED_HEADER), " + ", static_cast<int>(kSchedSlotsPerGroup), " * num_groups elements, got ",
-              sched_state.numel());
+// The device a CUDA op runs on: sched_state's (the dispatcher picks this backend when any argument is a
+// CUDA tensor, so sched_state itself is checked here).
+at::Device cuda_device_of(const at::Tensor& sched_state) {
+  TORCH_CHECK(sched_state.is_cuda(), "lrfused: sched_state must be a CUDA tensor with CUDA arguments, got ",
+              sched_state.device());
+  return sched_state.device();
 }
 
 // The CUDA backend of the step ops: a request checked by the shared layer (step_args.h) turned into
 // pointer tables on the current stream.
 void run_step_cuda(const StepRequest& r) {
   const GroupStep& g = r.group;
-  const at::Device device = g.sched_state.device();
-  TORCH_CHECK(device.is_cuda(), "lrfused: the CUDA step needs CUDA tensors, got sched_state on ", device);
+  const at::Device device = cuda_device_of(g.sched_state);
   const size_t n = r.params.size();
   gpu::FusedStepLaunch a;
   a.optimizer = static_cast<int>(g.optimizer);
@@ -92,27 +88,13 @@ void run_step_cuda(const StepRequest& r) {
   staging.write_back();
 }
 
-// Optional 1-element float32 device scalar (found_inf of advance_, grad_scale of grad_sq_norm).
-const float* optional_scalar(const std::optional<at::Tensor>& t, const at::Device& device, const char* what) {
-  if (!t.has_value() || !t->defined()) return nullptr;
-  const at::Tensor& x = *t;
-  TORCH_CHECK(x.device() == device, "lrfused: ", what, " is on ", x.device(), " but sched_state is on ", device);
-  TORCH_CHECK(x.scalar_type() == at::kFloat && x.numel() == 1, "lrfused: ", what,
-              " must be a 1-element float32 tensor, got ", x.scalar_type(), " with shape ", x.sizes());
-  return x.const_data_ptr<float>();
-}
-
-void check_device(const at::Tensor& t, const at::Device& device, const char* what, size_t i) {
-  TORCH_CHECK(t.defined(), "lrfused: ", what, "[", i, "] is undefined");
-  TORCH_CHECK(t.device() == device, "lrfused: ", what, "[", i, "] is on ", t.device(), " but ", what,
-              "[0] is on ", device, " (one device per call)");
-}
-
 void advance_cuda(const at::Tensor& sched_state, const std::optional<at::Tensor>& found_inf) {
+  const at::Device device = cuda_device_of(sched_state);
   check_sched_state(sched_state);
-  const at::Device device = sched_state.device();
-  const float* inf = optional_scalar(found_inf, device, "found_inf");
+  check_scalar_arg(found_inf, device, "found_inf");
   const c10::cuda::CUDAGuard guard(device);
+  std::vector<at::Tensor> keep;
+  const float* inf = float_scalar(found_inf, keep);
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream(device.index()).stream();
   const char* err = gpu::launch_advance(sched_state.mutable_data_ptr<double>(), inf, stream);
   TORCH_CHECK(err == nullptr, "lrfused::advance_: CUDA launch failed: ", err);
@@ -120,18 +102,11 @@ void advance_cuda(const at::Tensor& sched_state, const std::optional<at::Tensor>
 
 void plateau_report_cuda(const at::Tensor& sched_state, const at::Tensor& metric, at::ArrayRef<double> config,
                          int64_t num_groups) {
-  check_sched_state(sched_state);
-  const at::Device device = sched_state.device();
-  TORCH_CHECK(num_groups >= 1 && num_groups <= plateau::kMaxGroupsCuda,
-              "lrfused: plateau_report_ on CUDA supports 1 to ", plateau::kMaxGroupsCuda,
-              " param groups, got num_groups=", num_groups);
-  TORCH_CHECK(sched_state.numel() == sched_size(num_groups), "lrfused: sched_state has ",
-              sched_state.numel(), " elements, too few for num_groups=", num_groups);
-  TORCH_CHECK(static_cast<int64_t>(config.size()) == plateau::kFixed + num_groups,
-              "lrfused: plateau config must have ", plateau::kFixed, " + num_groups = ",
-              plateau::kFixed + num_groups, " entries, got ", config.size());
-  TORCH_CHECK(metric.defined() && metric.numel() == 1, "lrfused: metric must be a 1-element tensor, got shape ",
-              metric.defined() ? metric.sizes() : at::IntArrayRef{});
+  const at::Device device = cuda_device_of(sched_state);
+  check_plateau_report(sched_state, metric, config, num_groups);
+  TORCH_CHECK(num_groups <= plateau::kMaxGroupsCuda, "lrfused: plateau_report_ on CUDA supports up to ",
+              static_cast<int>(plateau::kMaxGroupsCuda), " param groups (the config is a kernel argument), got ",
+              num_groups);
   const c10::cuda::CUDAGuard guard(device);
   // A device-side cast (no sync) when the metric is another float dtype; kept alive until the end of
   // this function, which is enough: the caching allocator reuses its memory in stream order.
@@ -163,23 +138,18 @@ at::Tensor grad_sq_norm_cuda(at::TensorList grads, const std::optional<at::Tenso
   TORCH_CHECK(!grads.empty(), "lrfused: grad_sq_norm needs at least one tensor");
   const at::Device device = grads[0].device();
   TORCH_CHECK(device.is_cuda(), "lrfused: grad_sq_norm: grads[0] must be a CUDA tensor, got ", device);
-  const at::ScalarType dtype = real_view(grads[0]).scalar_type();
-  std::vector<at::Tensor> flat(grads.size());  // keeps the copies of non-dense gradients alive
-  std::vector<const void*> ptrs(grads.size());
-  std::vector<int64_t> numels(grads.size());
-  for (size_t i = 0; i < grads.size(); ++i) {
-    check_device(grads[i], device, "grads", i);
-    TORCH_CHECK(!grads[i].is_sparse(), "lrfused: grads[", i, "] is sparse; lrfused does not support sparse gradients");
-    const at::Tensor g = real_view(grads[i]);
-    TORCH_CHECK(g.scalar_type() == dtype, "lrfused: grads[", i, "] is ", grads[i].scalar_type(),
-                " but grads[0] is ", grads[0].scalar_type());
-    flat[i] = g.is_non_overlapping_and_dense() ? g : g.contiguous();
+  const c10::cuda::CUDAGuard guard(device);
+  const std::vector<at::Tensor> flat = flat_grads(grads);  // holds the copies of non-dense gradients
+  check_scalar_arg(grad_scale, device, "grad_scale");
+  std::vector<const void*> ptrs(flat.size());
+  std::vector<int64_t> numels(flat.size());
+  for (size_t i = 0; i < flat.size(); ++i) {
     ptrs[i] = flat[i].const_data_ptr();
     numels[i] = flat[i].numel();
   }
-  const float* scale = optional_scalar(grad_scale, device, "grad_scale");
-  const DType grad_dtype = kernel_dtype(dtype, "grads");
-  const c10::cuda::CUDAGuard guard(device);
+  std::vector<at::Tensor> keep;
+  const float* scale = float_scalar(grad_scale, keep);
+  const DType grad_dtype = kernel_dtype(flat[0].scalar_type(), "grads");
   const auto options = at::TensorOptions().device(device).dtype(at::kDouble);
   const int64_t n = static_cast<int64_t>(grads.size());
   const int64_t ws_len = gpu::grad_sq_norm_workspace_size(numels.data(), n);

@@ -80,32 +80,23 @@ namespace {
 
 at::Tensor grad_sq_norm_cpu(at::TensorList grads, const std::optional<at::Tensor>& grad_scale) {
   const double inv_scale = grad_scale ? 1.0 / read_cpu_scalar(*grad_scale, "grad_scale") : 1.0;
-  double total = 0.0;
-  std::vector<cpu::TensorRef> refs;
-  Staging staging;  // unused: gradients are only read
-  for (size_t i = 0; i < grads.size(); ++i) {
-    TORCH_CHECK(grads[i].device().is_cpu() && !grads[i].is_sparse(), "lrfused: grads[", i,
-                "] must be a dense CPU tensor");
-    const at::Tensor g = real_view(grads[i]);
-    TORCH_CHECK(g.scalar_type() == real_view(grads[0]).scalar_type(), "lrfused: grads[", i, "] is ",
-                g.scalar_type(), " but grads[0] is ", real_view(grads[0]).scalar_type());
-    const at::Tensor flat = g.is_non_overlapping_and_dense() ? g : g.contiguous();
-    cpu::TensorRef r{};
-    r.grad = flat.data_ptr();
-    r.numel = flat.numel();
-    refs.push_back(r);
-    if (!flat.is_same(g)) staging.read_only.push_back(flat);  // keeps the copy alive
+  const std::vector<at::Tensor> flat = flat_grads(grads);  // holds the copies of non-dense gradients
+  TORCH_CHECK(flat.empty() || flat[0].device().is_cpu(), "lrfused: grad_sq_norm on the CPU needs CPU gradients");
+  std::vector<cpu::TensorRef> refs(flat.size(), cpu::TensorRef{});
+  for (size_t i = 0; i < flat.size(); ++i) {
+    refs[i].grad = flat[i].data_ptr();
+    refs[i].numel = flat[i].numel();
   }
+  double total = 0.0;
   if (!refs.empty()) {
     total = cpu::grad_sum_of_squares(refs.data(), static_cast<int64_t>(refs.size()),
-                                     kernel_dtype(real_view(grads[0]).scalar_type(), "grads"), inv_scale);
+                                     kernel_dtype(flat[0].scalar_type(), "grads"), inv_scale);
   }
   return at::scalar_tensor(total, at::TensorOptions().dtype(at::kDouble));
 }
 
 void advance_cpu(const at::Tensor& sched_state, const std::optional<at::Tensor>& found_inf) {
-  TORCH_CHECK(sched_state.scalar_type() == at::kDouble && sched_state.numel() > SCHED_STEP,
-              "lrfused: sched_state must be a float64 tensor");
+  check_sched_state(sched_state);
   cpu_advance(sched_state, found_inf);
 }
 

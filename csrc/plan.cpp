@@ -11,7 +11,6 @@
 
 #include "contract.h"
 #include "op_signatures.h"
-#include "update_math.h"
 #include "optim_cpu.h"
 
 namespace lrfused {
@@ -106,10 +105,7 @@ class Plan {
     b.param_type = real_view(params[0]).scalar_type();
     b.state_type = state1.empty() ? b.param_type : real_view(state1[0]).scalar_type();
     b.on_cpu = params[0].device().is_cpu();
-    if (b.on_cpu) {
-      kernel_dtype(b.param_type, "params");
-      kernel_dtype(b.state_type, "state");
-    }
+    check_dtype_pair(b.param_type, b.state_type);
     const c10::Device device = params[0].device();
     auto check_on_device = [&](const std::vector<at::Tensor>& list, const char* what) {
       for (const at::Tensor& t : list)
@@ -135,7 +131,7 @@ class Plan {
 
   // A per-device schedule state that step() advances even if no bucket uses it (no gradients yet).
   void add_sched_state(at::Tensor state) {
-    TORCH_CHECK(state.scalar_type() == at::kDouble && state.dim() == 1, "lrfused: sched_state must be 1-D float64");
+    check_sched_state(state);
     if (std::find_if(sched_states_.begin(), sched_states_.end(),
                      [&](const at::Tensor& t) { return t.is_same(state); }) == sched_states_.end()) {
       sched_states_.push_back(std::move(state));

@@ -43,19 +43,9 @@ at::Tensor schedule_momenta_cpu(const at::Tensor& program, const at::Tensor& ste
 
 void plateau_report_cpu(const at::Tensor& sched_state, const at::Tensor& metric, at::ArrayRef<double> config,
                         int64_t num_groups) {
-  TORCH_CHECK(sched_state.device().is_cpu() && sched_state.scalar_type() == at::kDouble &&
-                  sched_state.dim() == 1 && sched_state.is_contiguous(),
-              "lrfused.plateau_report_: sched_state must be a contiguous 1-D float64 CPU tensor");
-  TORCH_CHECK(num_groups >= 1, "lrfused.plateau_report_: num_groups must be >= 1, got ", num_groups);
-  TORCH_CHECK(sched_state.numel() == sched_size(num_groups),
-              "lrfused.plateau_report_: sched_state has ", sched_state.numel(), " slots, expected ",
-              sched_size(num_groups), " for ", num_groups, " groups");
-  TORCH_CHECK(num_groups <= 1000000, "lrfused.plateau_report_: num_groups too large: ", num_groups);
-  TORCH_CHECK(static_cast<int64_t>(config.size()) == plateau::kFixed + num_groups,
-              "lrfused.plateau_report_: config must hold ", plateau::kFixed, " + num_groups = ", plateau::kFixed + num_groups,
-              " values, got ", config.size());
-  TORCH_CHECK(metric.numel() == 1 && metric.device().is_cpu(),
-              "lrfused.plateau_report_: metric must be a 1-element tensor on the CPU");
+  check_plateau_report(sched_state, metric, config, num_groups);
+  TORCH_CHECK(sched_state.device().is_cpu() && metric.device().is_cpu(),
+              "lrfused: plateau_report_ on the CPU needs sched_state and metric on the CPU");
   const double value = metric.item<double>();
   sched::plateau_step(sched_state.data_ptr<double>(), static_cast<int>(num_groups), value, config.data());
 }

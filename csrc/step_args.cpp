@@ -23,6 +23,13 @@ DType kernel_dtype(at::ScalarType t, const char* what) {
   }
 }
 
+void check_dtype_pair(at::ScalarType param_type, at::ScalarType state_type) {
+  const DType p = kernel_dtype(param_type, "params");
+  const DType s = kernel_dtype(state_type, "state");
+  TORCH_CHECK(supported_dtype_pair(p, s), "lrfused: ", param_type, " params cannot have ", state_type,
+              " state (supported: the param dtype; float32 for float16/bfloat16 params; bfloat16 for float32)");
+}
+
 at::Tensor real_view(const at::Tensor& t) { return t.is_complex() ? at::view_as_real(t) : t; }
 
 bool same_walk_order(const at::Tensor& t, const at::Tensor& layout) {
@@ -66,10 +73,20 @@ void check_program(const at::Tensor& program) {
   checked_programs[impl] = key;
 }
 
-namespace {
+int64_t check_sched_state(const at::Tensor& state, int64_t num_groups) {
+  TORCH_CHECK(state.defined() && state.scalar_type() == at::kDouble && state.dim() == 1 && state.is_contiguous(),
+              "lrfused: sched_state must be a contiguous 1-D float64 tensor");
+  if (num_groups >= 0) {
+    TORCH_CHECK(state.numel() == sched_size(num_groups), "lrfused: sched_state has ", state.numel(),
+                " slots, expected ", sched_size(num_groups), " for ", num_groups, " groups");
+  }
+  const int64_t groups = sched_num_groups(state.numel());
+  TORCH_CHECK(groups > 0, "lrfused: sched_state must have ", static_cast<int>(SCHED_HEADER), " + ",
+              static_cast<int>(kSchedSlotsPerGroup), " * num_groups slots, got ", state.numel());
+  return groups;
+}
 
-// An optional 1-element floating-point tensor on `device` (grad_scale, found_inf, grad_factor).
-void check_optional_scalar(const std::optional<at::Tensor>& t, const c10::Device& device, const char* what) {
+void check_scalar_arg(const std::optional<at::Tensor>& t, const c10::Device& device, const char* what) {
   if (!t.has_value()) return;
   TORCH_CHECK(t->defined() && t->numel() == 1 && t->is_floating_point(), "lrfused: ", what,
               " must be a 1-element floating-point tensor, got ",
@@ -77,15 +94,37 @@ void check_optional_scalar(const std::optional<at::Tensor>& t, const c10::Device
   TORCH_CHECK(t->device() == device, "lrfused: ", what, " is on ", t->device(), " but sched_state is on ", device);
 }
 
-}  // namespace
+void check_plateau_report(const at::Tensor& state, const at::Tensor& metric, at::ArrayRef<double> config,
+                          int64_t num_groups) {
+  // the upper bound keeps sched_size(num_groups) and the config length far from overflowing
+  TORCH_CHECK(num_groups >= 1 && num_groups <= 1000000, "lrfused: plateau_report_ needs 1 to 1000000 groups, got ",
+              num_groups);
+  check_sched_state(state, num_groups);
+  TORCH_CHECK(static_cast<int64_t>(config.size()) == plateau::kFixed + num_groups,
+              "lrfused: plateau_report_ config must hold ", static_cast<int>(plateau::kFixed),
+              " + num_groups = ", plateau::kFixed + num_groups, " values, got ", config.size());
+  TORCH_CHECK(metric.defined() && metric.numel() == 1, "lrfused: plateau_report_ metric must be a 1-element tensor");
+}
+
+std::vector<at::Tensor> flat_grads(at::TensorList grads) {
+  std::vector<at::Tensor> flat(grads.size());
+  for (size_t i = 0; i < grads.size(); ++i) {
+    TORCH_CHECK(grads[i].defined() && !grads[i].is_sparse(), "lrfused: grads[", i,
+                "] must be a dense tensor; lrfused does not support sparse gradients");
+    TORCH_CHECK(grads[i].device() == grads[0].device(), "lrfused: grads[", i, "] is on ", grads[i].device(),
+                " but grads[0] is on ", grads[0].device(), " (one device per call)");
+    const at::Tensor g = real_view(grads[i]);
+    TORCH_CHECK(g.scalar_type() == real_view(grads[0]).scalar_type(), "lrfused: grads[", i, "] is ",
+                grads[i].scalar_type(), " but grads[0] is ", grads[0].scalar_type(), " (one dtype per call)");
+    flat[i] = g.is_non_overlapping_and_dense() ? g : g.contiguous();
+  }
+  if (!flat.empty()) kernel_dtype(flat[0].scalar_type(), "grads");
+  return flat;
+}
 
 void check_group_step(const GroupStep& step) {
   const at::Tensor& state = step.sched_state;
-  TORCH_CHECK(state.defined() && state.scalar_type() == at::kDouble && state.dim() == 1 && state.is_contiguous(),
-              "lrfused: sched_state must be a contiguous 1-D float64 tensor");
-  const int64_t num_groups = sched_num_groups(state.numel());
-  TORCH_CHECK(num_groups > 0, "lrfused: sched_state must have ", static_cast<int>(SCHED_HEADER), " + ",
-              static_cast<int>(kSchedSlotsPerGroup), " * num_groups elements, got ", state.numel());
+  const int64_t num_groups = check_sched_state(state);
   TORCH_CHECK(step.group_index >= 0 && step.group_index < num_groups, "lrfused: group_index must be in [0, ",
               num_groups, ") for this sched_state, got ", step.group_index);
   TORCH_CHECK(step.program.defined() && step.program.device() == state.device(), "lrfused: program is on ",
@@ -97,9 +136,9 @@ void check_group_step(const GroupStep& step) {
               "lrfused: flags must be a bit set of lrfused::OptFlags, got ", step.flags);
   TORCH_CHECK(static_cast<int64_t>(step.hyper.size()) == HYPER_COUNT, "lrfused: hyper must have ", HYPER_COUNT,
               " values, got ", step.hyper.size());
-  check_optional_scalar(step.grad_scale, state.device(), "grad_scale");
-  check_optional_scalar(step.found_inf, state.device(), "found_inf");
-  check_optional_scalar(step.grad_factor, state.device(), "grad_factor");
+  check_scalar_arg(step.grad_scale, state.device(), "grad_scale");
+  check_scalar_arg(step.found_inf, state.device(), "found_inf");
+  check_scalar_arg(step.grad_factor, state.device(), "grad_factor");
 }
 
 void check_grad(const at::Tensor& p, const at::Tensor& g, bool write_grad) {
@@ -147,12 +186,7 @@ StepRequest check_step_request(GroupStep group, at::TensorList params, at::Tenso
   r.write_grads = group.grad_scale.has_value();
   r.param_type = n > 0 ? real_view(params[0]).scalar_type() : at::kFloat;
   r.state_type = !r.state[0].empty() ? real_view(r.state[0][0]).scalar_type() : r.param_type;
-  if (n > 0) {
-    const DType p = kernel_dtype(r.param_type, "params");
-    const DType s = kernel_dtype(r.state_type, "state");
-    TORCH_CHECK(supported_dtype_pair(p, s), "lrfused: ", r.param_type, " params cannot have ", r.state_type,
-                " state (supported: the param dtype; float32 for float16/bfloat16 params; bfloat16 for float32)");
-  }
+  if (n > 0) check_dtype_pair(r.param_type, r.state_type);
   for (size_t i = 0; i < n; ++i) {
     const at::Tensor& p = params[i];
     TORCH_CHECK(p.defined(), "lrfused: params[", i, "] is undefined");

@@ -43,6 +43,9 @@ struct StepRequest {
 // The kernels' element type of a real dtype; raises for others, naming `what`.
 DType kernel_dtype(at::ScalarType t, const char* what);
 
+// Raises unless the kernels implement parameters of param_type with state of state_type (real dtypes).
+void check_dtype_pair(at::ScalarType param_type, at::ScalarType state_type);
+
 // A complex tensor's real view (the kernels treat (re, im) as two independent elements, as torch does).
 at::Tensor real_view(const at::Tensor& t);
 
@@ -54,6 +57,23 @@ bool same_walk_order(const at::Tensor& t, const at::Tensor& layout);
 // (sched::validate_program). A program on a GPU is copied to the host and checked the first time it is
 // seen (per tensor and version): after that, the check is free and needs no synchronisation.
 void check_program(const at::Tensor& program);
+
+// Raises unless `state` is a sched_state: a contiguous 1-D float64 tensor of sched_size(G) slots for some
+// G >= 1 (for G == num_groups when num_groups >= 0). Returns G. Every op and the plan check it here.
+int64_t check_sched_state(const at::Tensor& state, int64_t num_groups = -1);
+
+// Raises unless an optional scalar argument (grad_scale, found_inf, grad_factor) is a 1-element
+// floating-point tensor on `device`.
+void check_scalar_arg(const std::optional<at::Tensor>& t, const c10::Device& device, const char* what);
+
+// The arguments of plateau_report_ that do not depend on the backend: sched_state of num_groups groups,
+// the plateau::Config fields plus one min_lr per group, a 1-element metric.
+void check_plateau_report(const at::Tensor& state, const at::Tensor& metric, at::ArrayRef<double> config,
+                          int64_t num_groups);
+
+// grad_sq_norm's gradients, checked (one device, one dtype, dense layouts of any strides) and returned as
+// the flat real views the kernels read: a non-dense gradient as a contiguous copy (read only).
+std::vector<at::Tensor> flat_grads(at::TensorList grads);
 
 // Validates the group-level arguments (names the argument on error). Cheap; once per group step.
 void check_group_step(const GroupStep& step);

@@ -321,3 +321,30 @@ def test_eager_op_path_keeps_the_step_bookkeeping():
                         opt.get_last_lr()))
     assert torch.equal(results[0][0], results[1][0])
     assert results[0][1:] == results[1][1:]
+
+
+def test_every_op_checks_sched_state_alike_before_writing():
+    """One check of sched_state for every op (step_args.h check_sched_state): a tensor of no valid size is
+    refused with the same message, and nothing is written."""
+    bad = torch.zeros(SchedLayout.HEADER + 3, dtype=torch.float64)
+    before = bad.clone()
+    program = S.StepLR(2).program()
+    calls = [
+        lambda: ops.advance_(bad, None),
+        lambda: ops.plateau_report_(bad, torch.tensor(1.0, dtype=torch.float64),
+                                    S.ReduceLROnPlateau().plateau_config(1), 1),
+        lambda: ops.fused_sgd_([], [], [], [], bad, program, 0, base_lr=0.1, momentum=0.0, dampening=0.0,
+                               weight_decay=0.0, nesterov=False, maximize=False),
+    ]
+    for call in calls:
+        with pytest.raises(RuntimeError, match="sched_state"):
+            call()
+        assert torch.equal(bad, before)
+
+
+def test_grad_sq_norm_refuses_mixed_gradients():
+    with pytest.raises(RuntimeError, match="one dtype per call"):
+        ops.grad_sq_norm([torch.ones(3), torch.ones(3, dtype=torch.float64)], None)
+    # a non-dense gradient is read through a copy, with the same result as a dense one
+    g = torch.arange(12.0).reshape(3, 4)
+    assert ops.grad_sq_norm([g.t()], None).item() == ops.grad_sq_norm([g], None).item() == float((g * g).sum())
