@@ -7,7 +7,7 @@ import torch
 from .. import contract
 from .._ops import ops
 from .base import _FusedOptimizer
-from .checks import _check_nonnegative, _check_torch_keywords, _is_number, _is_scalar_tensor
+from .checks import _check_nonnegative, _is_number, _is_scalar_tensor
 
 
 class Adam(_FusedOptimizer):
@@ -24,11 +24,9 @@ class Adam(_FusedOptimizer):
                  maximize: bool = False, capturable: bool = False, differentiable: bool = False,
                  fused: bool | None = None, decoupled_weight_decay: bool = False, schedule=None,
                  state_dtype: torch.dtype | None = None, max_grad_norm: float | None = None):
-        _check_torch_keywords(foreach, fused, differentiable)
         defaults = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad, maximize=maximize,
                         foreach=foreach, capturable=capturable, differentiable=differentiable, fused=fused,
                         decoupled_weight_decay=bool(decoupled_weight_decay))
-        self._validate_group(defaults)
         super().__init__(params, defaults, schedule, state_dtype, max_grad_norm)
 
     @staticmethod

@@ -11,7 +11,7 @@ from .. import contract
 from .. import schedules as _schedules
 from .._ops import ops
 from .checkpoint import CheckpointMixin
-from .checks import _check_no_shared_memory, _is_dtensor, _is_number, _real_dtype
+from .checks import _check_no_shared_memory, _check_torch_keywords, _is_dtensor, _is_number, _real_dtype
 from .schedule_state import ScheduleStateMixin
 from .step import StepMixin
 
@@ -41,6 +41,10 @@ class _FusedOptimizer(StepMixin, ScheduleStateMixin, CheckpointMixin, torch.opti
                                    for key, flag in cls._FLAG_KEYS.items())
 
     def __init__(self, params, defaults: dict, schedule, state_dtype, max_grad_norm):
+        """``defaults``: the family's group defaults, torch's keywords (foreach, fused, differentiable) included;
+        checked here, before anything else, as torch checks them."""
+        _check_torch_keywords(defaults["foreach"], defaults["fused"], defaults["differentiable"])
+        self._validate_group(defaults)
         if schedule is None:
             schedule = _schedules.Constant()
         if not isinstance(schedule, _schedules.Schedule):

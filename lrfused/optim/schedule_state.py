@@ -134,17 +134,30 @@ class ScheduleStateMixin:
                              "drives one plateau state machine, so give every group the same one")
         return plateaus[0]
 
+    def _per_group(self, region: str, before_any_step) -> list[float]:
+        """Each group's slot of ``region``, read from the schedule state of the group's own device (only the
+        buckets on a device write its state), one read per device; ``before_any_step(group)`` where that
+        state does not exist yet."""
+        layout = self._layout()
+        rows: dict = {}
+        values = []
+        for g, group in enumerate(self.param_groups):
+            device = _local(group["params"][0]).device if group["params"] else None
+            state = self._sched_states.get(device)
+            if state is None or state.numel() != layout.size:
+                values.append(before_any_step(group))
+                continue
+            if device not in rows:
+                rows[device] = state[layout.region(region)].tolist()
+            values.append(rows[device][g])
+        return values
+
+    def _lr_before_any_step(self, group) -> float:
+        return float(group["schedule"].lr_at(0, self._base_lr(group)))
+
     def get_last_lr(self) -> list[float]:
         """The lr applied by the most recent step(), per group (reads device memory: for logging)."""
-        lrs = []
-        for g, group in enumerate(self.param_groups):
-            device = group["params"][0].device if group["params"] else None
-            state = self._sched_states.get(device)
-            if state is None or state.numel() != self._layout().size:
-                lrs.append(float(group["schedule"].lr_at(0, self._base_lr(group))))
-            else:
-                lrs.append(float(state[self._layout().slot("last_lr", g)]))
-        return lrs
+        return self._per_group("last_lr", self._lr_before_any_step)
 
     @property
     def schedule_state(self) -> "ScheduleState":
@@ -179,15 +192,10 @@ class ScheduleState:
     def _first(self):
         states = self._optimizer._sched_states
         for group in self._optimizer.param_groups:
-            if group["params"] and group["params"][0].device in states:
-                return states[group["params"][0].device]
+            device = _local(group["params"][0]).device if group["params"] else None
+            if device in states:
+                return states[device]
         return next(iter(states.values()), None)
-
-    def _region(self, region: str, default) -> list:
-        state, layout = self._first(), self._optimizer._layout()
-        if state is None or state.numel() != layout.size:
-            return [default(g, group) for g, group in enumerate(self._optimizer.param_groups)]
-        return [float(v) for v in state[layout.region(region)].cpu()]
 
     @property
     def layout(self) -> SchedLayout:
@@ -213,19 +221,19 @@ class ScheduleState:
     def next_lrs(self) -> list[float]:
         """The lr the next step applies, per group, as the latest step computed it."""
         opt = self._optimizer
-        return self._region("next_lr", lambda g, group: float(group["schedule"].lr_at(0, opt._base_lr(group))))
+        return opt._per_group("next_lr", opt._lr_before_any_step)
 
     @property
     def next_momenta(self) -> list[float]:
         """The momentum (SGD) or beta1 (Adam) the next step applies, per group."""
         opt = self._optimizer
-        return self._region("next_momentum", lambda g, group: float(opt._momentum_at(group, 0)))
+        return opt._per_group("next_momentum", lambda group: float(opt._momentum_at(group, 0)))
 
     @property
     def plateau_lrs(self) -> list[float]:
         """ReduceLROnPlateau's current lr per group (the base lr until it reduces)."""
         opt = self._optimizer
-        return self._region("plateau_lr", lambda g, group: opt._base_lr(group))
+        return opt._per_group("plateau_lr", opt._base_lr)
 
     @property
     def plateau(self) -> dict | None:

@@ -6,7 +6,7 @@ import torch
 
 from .._ops import ops
 from .base import _FusedOptimizer
-from .checks import _check_nonnegative, _check_torch_keywords
+from .checks import _check_nonnegative
 
 
 class SGD(_FusedOptimizer):
@@ -21,11 +21,9 @@ class SGD(_FusedOptimizer):
                  weight_decay: float | torch.Tensor = 0.0, nesterov: bool = False, *, maximize: bool = False,
                  foreach: bool | None = None, differentiable: bool = False, fused: bool | None = None,
                  schedule=None, state_dtype: torch.dtype | None = None, max_grad_norm: float | None = None):
-        _check_torch_keywords(foreach, fused, differentiable)
         defaults = dict(lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
                         nesterov=nesterov, maximize=maximize, foreach=foreach, differentiable=differentiable,
                         fused=fused)
-        self._validate_group(defaults)
         super().__init__(params, defaults, schedule, state_dtype, max_grad_norm)
 
     @staticmethod

@@ -181,14 +181,13 @@ class StepMixin:
         buffer[1] = (self._max_grad_norm / (norm + contract.CLIP_EPS)).clamp(max=1.0)
         return buffer[1:2]
 
-
     def _op_step(self, grad_scale, found_inf) -> None:
         """The registered ops with every tensor an explicit argument: what torch.compile traces, and the
         path of DTensor (FSDP2) parameters, whose local shards are updated."""
+        if not torch.compiler.is_compiling():  # traced: the ops check what they are given
+            self._check_params_against_state()  # before anything (state, schedule state) is created
         for device in {p.device for group in self.param_groups for p in group["params"]}:
             self._sched_state(device)
-        if not torch.compiler.is_compiling():  # traced: the ops check what they are given
-            self._check_params_against_state()
         for group in self.param_groups:
             for p in group["params"]:
                 if p.grad is not None and "step" not in self.state.get(p, {}):
