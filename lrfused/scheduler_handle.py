@@ -77,8 +77,10 @@ class LRSchedulerHandle(LRScheduler):
         base_lrs = self._state.base_lrs
         # the plateau's lrs live on the device: read (a sync on a GPU) only when some group needs them
         plateau_lrs = self._state.plateau_lrs if _has_plateau(self.optimizer) else None
-        return [plateau_lrs[g] if group["schedule"].is_plateau else group["schedule"].lr_at(k, base_lrs[g], group=g)
-                for g, group in enumerate(self.optimizer.param_groups)]
+        groups = self.optimizer.param_groups
+        return [plateau_lrs[g] if group["schedule"].is_plateau
+                else group["schedule"].lr_at(k, base_lrs[g], group=g, num_groups=len(groups))
+                for g, group in enumerate(groups)]
 
     # ---- the scheduler protocol -----------------------------------------------------------------
     def step(self, metrics=None, epoch=None) -> None:

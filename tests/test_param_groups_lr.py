@@ -216,3 +216,44 @@ def test_a_refused_step_leaves_an_lr_write_pending():
     opt.step()
     assert opt.get_last_lr() == [pytest.approx(0.02, rel=REL)]
     assert opt.param_groups[0]["initial_lr"] == pytest.approx(0.02, rel=REL)  # base 0.1 x written 0.02 / shown 0.1
+
+
+# Per-group list arguments: each group shows its own entry before the first step, as torch's scheduler
+# leaves the groups when built (a host evaluation used group 0's entries for every group once).
+PER_GROUP_LISTS = {
+    "OneCycleLR": (lambda opt: torch.optim.lr_scheduler.OneCycleLR(opt, [1.0, 2.0], total_steps=10,
+                                                                   base_momentum=[0.8, 0.7], max_momentum=[0.9, 0.95]),
+                   lambda: S.OneCycleLR([1.0, 2.0], total_steps=10, base_momentum=[0.8, 0.7],
+                                        max_momentum=[0.9, 0.95])),
+    "CyclicLR": (lambda opt: torch.optim.lr_scheduler.CyclicLR(opt, [0.1, 0.2], [1.0, 3.0], 4,
+                                                               base_momentum=[0.8, 0.7], max_momentum=[0.9, 0.95]),
+                 lambda: S.CyclicLR([0.1, 0.2], [1.0, 3.0], 4, base_momentum=[0.8, 0.7], max_momentum=[0.9, 0.95])),
+}
+
+
+@pytest.mark.parametrize("name", sorted(PER_GROUP_LISTS))
+def test_per_group_lists_show_each_groups_entry_before_the_first_step(name):
+    make_torch, make_lrf = PER_GROUP_LISTS[name]
+    ref = torch.optim.SGD([{"params": [torch.nn.Parameter(torch.zeros(2))]} for _ in range(2)], lr=0.1, momentum=0.9)
+    sched = make_torch(ref)
+    opt = lrfused.SGD([{"params": [torch.nn.Parameter(torch.zeros(2))]} for _ in range(2)], lr=0.1, momentum=0.9,
+                      schedule=make_lrf())
+    assert [g["lr"] for g in opt.param_groups] == [g["lr"] for g in ref.param_groups]
+    assert [g["momentum"] for g in opt.param_groups] == [g["momentum"] for g in ref.param_groups]
+    assert opt.schedule_state.next_lrs == [g["lr"] for g in ref.param_groups]
+    assert opt.get_last_lr() == sched.get_last_lr()
+
+
+@pytest.mark.parametrize("name", sorted(PER_GROUP_LISTS))
+def test_per_group_list_of_the_wrong_length_is_refused_before_anything_changes(name):
+    _, make_lrf = PER_GROUP_LISTS[name]
+    params = [torch.nn.Parameter(torch.zeros(2)) for _ in range(3)]
+    with pytest.raises(ValueError, match="must have the same length as optimizer.param_groups"):
+        lrfused.SGD([{"params": [p]} for p in params], lr=0.1, momentum=0.9, schedule=make_lrf())
+    opt = lrfused.SGD([{"params": [p]} for p in params[:2]], lr=0.1, momentum=0.9, schedule=make_lrf())
+    before = copy.deepcopy(opt.param_groups)
+    with pytest.raises(ValueError, match="must have the same length as optimizer.param_groups"):
+        opt.add_param_group({"params": [params[2]]})
+    assert len(opt.param_groups) == 2
+    assert [{k: v for k, v in g.items() if k != "params"} for g in opt.param_groups] == \
+        [{k: v for k, v in g.items() if k != "params"} for g in before]

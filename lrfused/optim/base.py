@@ -72,7 +72,12 @@ class _FusedOptimizer(StepMixin, ScheduleStateMixin, CheckpointMixin, torch.opti
         self._host_steps = 0  # step() calls; an upper bound of the device's k (skipped steps do not count there)
         self._shown = {}  # group index -> the object lrfused last put in group["lr"]
         self._lr_views = None  # (group, next-lr view, next-momentum view) per shown group, built lazily
+        self._constructing = True  # torch adds the groups one by one; their schedules are checked once all are in
         super().__init__(params, defaults)
+        self._constructing = False
+        self._check_group_schedules(self.param_groups)
+        for g in range(len(self.param_groups)):
+            self._show_first_step(g)
 
     # ---- groups -------------------------------------------------------------------------------
     def add_param_group(self, param_group: dict) -> None:
@@ -109,17 +114,32 @@ class _FusedOptimizer(StepMixin, ScheduleStateMixin, CheckpointMixin, torch.opti
             raise ValueError(f"lrfused: all parameters of a param group must be on one device, got {sorted(map(str, devices))}")
         existing = [q for group in getattr(self, "param_groups", []) for q in group["params"]]
         _check_no_shared_memory(existing + params)
+        if not self._constructing:
+            self._check_group_schedules(self.param_groups + [candidate])
         super().add_param_group(param_group)
-        group = self.param_groups[-1]
-        if self._scheduled(group):  # torch's convention: initial_lr is the base, lr what the next step applies
-            group.setdefault("initial_lr", group["lr"])
-            group["lr"] = float(group["schedule"].lr_at(0, self._value(group["initial_lr"])))
-            self._shown[len(self.param_groups) - 1] = group["lr"]
-        if group["schedule"].cycles_momentum:  # as torch's CyclicLR / OneCycleLR set it when built
-            self._set_momentum(group, float(self._momentum_at(group, 0)))
+        if not self._constructing:
+            self._show_first_step(len(self.param_groups) - 1)
         # Known once per parameter set, not scanned per step.
         self._has_dtensor = getattr(self, "_has_dtensor", False) or any(_is_dtensor(p) for p in params)
         self._invalidate()
+
+    @staticmethod
+    def _check_group_schedules(groups) -> None:
+        """Every group's schedule packs for its index among ``groups``: a per-group list (OneCycleLR's
+        max_lr=[...]) must have one entry per group (torch's ValueError), checked before anything changes."""
+        for g, group in enumerate(groups):
+            group["schedule"].program(g, len(groups))
+
+    def _show_first_step(self, g: int) -> None:
+        """What group g shows before any step, as torch's scheduler leaves it when built: lr the first step
+        applies (initial_lr keeps the base) and, for a momentum-cycling schedule, momentum / beta1."""
+        group = self.param_groups[g]
+        if self._scheduled(group):
+            group.setdefault("initial_lr", group["lr"])
+            group["lr"] = self._lr_at(g, 0)
+            self._shown[g] = group["lr"]
+        if group["schedule"].cycles_momentum:
+            self._set_momentum(group, self._momentum_at(g, 0))
 
     def _invalidate(self) -> None:
         self._plan = None

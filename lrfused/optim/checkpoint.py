@@ -94,7 +94,7 @@ class CheckpointMixin:
         header = SchedLayout.HEADER
         for name, s in saved.items():  # checkpoints from before the next-lr/momentum slots: add them
             if s.numel() == header + 2 * num_groups:
-                momenta = torch.tensor([self._momentum_at(g, 0) for g in self.param_groups], dtype=s.dtype)
+                momenta = torch.tensor([self._momentum_at(g, 0) for g in range(num_groups)], dtype=s.dtype)
                 saved[name] = torch.cat([s, s[header:header + num_groups], momenta])
         most_advanced = max(saved.values(), key=lambda s: float(s[SchedLayout.STEP]))
         devices = {p.device for g in self.param_groups for p in g["params"]}

@@ -28,11 +28,9 @@ class ScheduleStateMixin:
         worse = -math.inf if (plateau is not None and plateau.mode == "max") else math.inf
         values[layout.PLATEAU_BEST] = worse
         for g, group in enumerate(self.param_groups):
-            base_lr = self._base_lr(group)
-            first = group["schedule"].lr_at(0, base_lr)
-            values[layout.slot("last_lr", g)] = values[layout.slot("next_lr", g)] = first
-            values[layout.slot("plateau_lr", g)] = base_lr
-            values[layout.slot("next_momentum", g)] = self._momentum_at(group, 0)
+            values[layout.slot("last_lr", g)] = values[layout.slot("next_lr", g)] = self._lr_at(g, 0)
+            values[layout.slot("plateau_lr", g)] = self._base_lr(group)
+            values[layout.slot("next_momentum", g)] = self._momentum_at(g, 0)
         if old is not None:  # groups were added: keep the counters and what the old groups had
             old = old.cpu()
             old_layout = SchedLayout(SchedLayout.groups_of(old.numel()))
@@ -46,9 +44,18 @@ class ScheduleStateMixin:
         return state
 
     # ---- what param_groups show: torch's scheduler convention -------------------------------------
-    def _momentum_at(self, group, k: int) -> float:
+    # Host evaluations of group g's schedule: with the group's index and the number of groups, so that a
+    # per-group list (OneCycleLR's max_lr=[...], DeepSpeed's per-group lrs) gives group g its own entry.
+    def _lr_at(self, g: int, k: int) -> float:
+        group = self.param_groups[g]
+        return float(group["schedule"].lr_at(k, self._base_lr(group), group=g, num_groups=len(self.param_groups)))
+
+    def _momentum_at(self, g: int, k: int) -> float:
+        group = self.param_groups[g]
         fallback = self._hyper(group)[self._MOMENTUM_HYPER]
-        return group["schedule"].momentum_at(k, fallback) if group["schedule"].cycles_momentum else fallback
+        if not group["schedule"].cycles_momentum:
+            return fallback
+        return float(group["schedule"].momentum_at(k, fallback, group=g, num_groups=len(self.param_groups)))
 
     @staticmethod
     def _scheduled(group) -> bool:
@@ -136,7 +143,7 @@ class ScheduleStateMixin:
 
     def _per_group(self, region: str, before_any_step) -> list[float]:
         """Each group's slot of ``region``, read from the schedule state of the group's own device (only the
-        buckets on a device write its state), one read per device; ``before_any_step(group)`` where that
+        buckets on a device write its state), one read per device; ``before_any_step(g)`` where that
         state does not exist yet."""
         layout = self._layout()
         rows: dict = {}
@@ -145,15 +152,15 @@ class ScheduleStateMixin:
             device = _local(group["params"][0]).device if group["params"] else None
             state = self._sched_states.get(device)
             if state is None or state.numel() != layout.size:
-                values.append(before_any_step(group))
+                values.append(before_any_step(g))
                 continue
             if device not in rows:
                 rows[device] = state[layout.region(region)].tolist()
             values.append(rows[device][g])
         return values
 
-    def _lr_before_any_step(self, group) -> float:
-        return float(group["schedule"].lr_at(0, self._base_lr(group)))
+    def _lr_before_any_step(self, g: int) -> float:
+        return self._lr_at(g, 0)
 
     def get_last_lr(self) -> list[float]:
         """The lr applied by the most recent step(), per group (reads device memory: for logging)."""
@@ -227,13 +234,13 @@ class ScheduleState:
     def next_momenta(self) -> list[float]:
         """The momentum (SGD) or beta1 (Adam) the next step applies, per group."""
         opt = self._optimizer
-        return opt._per_group("next_momentum", lambda group: float(opt._momentum_at(group, 0)))
+        return opt._per_group("next_momentum", lambda g: opt._momentum_at(g, 0))
 
     @property
     def plateau_lrs(self) -> list[float]:
         """ReduceLROnPlateau's current lr per group (the base lr until it reduces)."""
         opt = self._optimizer
-        return opt._per_group("plateau_lr", opt._base_lr)
+        return opt._per_group("plateau_lr", lambda g: opt._base_lr(opt.param_groups[g]))
 
     @property
     def plateau(self) -> dict | None:

@@ -180,26 +180,29 @@ class Schedule:
         return self._program(group, hint if hint is not None else group + 1)
 
     # -- evaluation (through the C++) ---------------------------------------------------------------
-    def _evaluate(self, op, steps: torch.Tensor, value: float, group: int) -> torch.Tensor:
-        return op(self._host_program(group), steps, float(value))
+    def _evaluate(self, op, steps: torch.Tensor, value: float, group: int, num_groups) -> torch.Tensor:
+        program = self._host_program(group) if num_groups is None else self._program(group, num_groups)
+        return op(program, steps, float(value))
 
-    def lrs(self, num_steps: int, base_lr: float = 1.0, *, group: int = 0) -> torch.Tensor:
-        """lr at steps 0 .. num_steps-1 (float64). ``group`` picks a per-group list entry."""
+    # ``group`` picks the entry of per-group list arguments (of ``num_groups`` groups; by default as many as
+    # the lists have).
+    def lrs(self, num_steps: int, base_lr: float = 1.0, *, group: int = 0, num_groups=None) -> torch.Tensor:
+        """lr at steps 0 .. num_steps-1 (float64)."""
         steps = torch.arange(_check_nonneg_int("num_steps", num_steps), dtype=torch.int64)
-        return self._evaluate(torch.ops.lrfused.schedule_lrs, steps, base_lr, group)
+        return self._evaluate(torch.ops.lrfused.schedule_lrs, steps, base_lr, group, num_groups)
 
-    def lr_at(self, step: int, base_lr: float = 1.0, *, group: int = 0) -> float:
+    def lr_at(self, step: int, base_lr: float = 1.0, *, group: int = 0, num_groups=None) -> float:
         steps = torch.tensor([_check_nonneg_int("step", step)], dtype=torch.int64)
-        return float(self._evaluate(torch.ops.lrfused.schedule_lrs, steps, base_lr, group)[0])
+        return float(self._evaluate(torch.ops.lrfused.schedule_lrs, steps, base_lr, group, num_groups)[0])
 
-    def momenta(self, num_steps: int, fallback: float = 0.0, *, group: int = 0) -> torch.Tensor:
+    def momenta(self, num_steps: int, fallback: float = 0.0, *, group: int = 0, num_groups=None) -> torch.Tensor:
         """Scheduled momentum (SGD momentum / Adam beta1) at steps 0 .. num_steps-1, else ``fallback``."""
         steps = torch.arange(_check_nonneg_int("num_steps", num_steps), dtype=torch.int64)
-        return self._evaluate(torch.ops.lrfused.schedule_momenta, steps, fallback, group)
+        return self._evaluate(torch.ops.lrfused.schedule_momenta, steps, fallback, group, num_groups)
 
-    def momentum_at(self, step: int, fallback: float = 0.0, *, group: int = 0) -> float:
+    def momentum_at(self, step: int, fallback: float = 0.0, *, group: int = 0, num_groups=None) -> float:
         steps = torch.tensor([_check_nonneg_int("step", step)], dtype=torch.int64)
-        return float(self._evaluate(torch.ops.lrfused.schedule_momenta, steps, fallback, group)[0])
+        return float(self._evaluate(torch.ops.lrfused.schedule_momenta, steps, fallback, group, num_groups)[0])
 
     def per_epoch(self, steps_per_epoch: int) -> "Schedule":
         """This schedule evaluated at floor(step / steps_per_epoch)."""
