@@ -26,6 +26,9 @@ all: install
 # The development dependencies: pyproject.toml's `dev` extra, the one list (tools/dev_deps.py reads it; a
 # failure to read it stops the recipe instead of installing torch alone).
 DEV_DEPS = deps="$$($(PYTHON) tools/dev_deps.py)" &&
+# The oracle libraries of the schedule tests, after torch (pyproject.toml says why the flags). $(1): the python.
+ORACLES = oracles="$$($(PYTHON) tools/dev_deps.py oracles)" && nodeps="$$($(PYTHON) tools/dev_deps.py oracles-no-deps)" && \
+	DS_BUILD_OPS=0 $(1) -m pip install -q --no-build-isolation $$oracles && $(1) -m pip install -q --no-deps $$nodeps
 
 $(STAMP): pyproject.toml
 ifeq ($(SYSTEM_TORCH),1)
@@ -35,11 +38,13 @@ else
 	$(PYTHON) -m venv $(VENV)
 	$(DEV_DEPS) $(PY) -m pip install -q "$(TORCH)" $$deps
 endif
+	$(call ORACLES,$(PY))
 	touch $(STAMP)
 
 $(CUDA_STAMP): pyproject.toml
 	$(PYTHON) -m venv $(CUDA_VENV)
 	$(DEV_DEPS) $(CUDA_VENV)/bin/python -m pip install -q "$(CUDA_TORCH)" $$deps
+	$(call ORACLES,$(CUDA_VENV)/bin/python)
 	touch $(CUDA_STAMP)
 
 venv: $(STAMP)

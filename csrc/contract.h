@@ -20,6 +20,10 @@ namespace lrfused {
 //   CYCLIC       count scale_fn values        ONE_CYCLE   count phases of ONE_CYCLE_PHASE fields
 //   SEQUENTIAL   count - 1 milestones, then count child nodes
 //   CHAINED      count child nodes            PER_EPOCH   one child node
+//   CLAMP, RESTART  one child node            NOISE       count noise values, then one child node
+//   TIMM         count milestones (MULTI_STEP shape)
+//   OPTAX_PIECEWISE_CONSTANT     count (boundary, scale) pairs
+//   OPTAX_PIECEWISE_INTERPOLATE  count boundaries, then count values
 #define LRF_FIELDS_CONSTANT(F)
 #define LRF_FIELDS_TABLE(F) F(count)
 #define LRF_FIELDS_STEP(F) F(step_size) F(gamma)
@@ -40,6 +44,37 @@ namespace lrfused {
 #define LRF_FIELDS_SEQUENTIAL(F) F(count)
 #define LRF_FIELDS_CHAINED(F) F(count)
 #define LRF_FIELDS_PER_EPOCH(F) F(steps_per_epoch)
+// Generic wrappers of one child node. CLAMP: the child's lr kept inside [min_lr, max_lr] (+-inf: no bound).
+// RESTART: the child evaluated at k mod period. NOISE: lr + lr * noise[k - start] for start <= k < start +
+// count (the count noise values follow the fields, then the child).
+#define LRF_FIELDS_CLAMP(F) F(min_lr) F(max_lr)
+#define LRF_FIELDS_RESTART(F) F(period)
+#define LRF_FIELDS_NOISE(F) F(start) F(count)
+// timm's schedulers (timm.scheduler), one leaf: shape TIMM_SHAPE_*; the base value is the group's lr.
+// MULTI_STEP: count milestones (decay_t) follow, in the caller's order (timm bisects them as given).
+#define LRF_FIELDS_TIMM(F)                                                                               \
+  F(shape) F(t_initial) F(lr_min) F(cycle_mul) F(cycle_decay) F(cycle_limit) F(k_decay) F(lb) F(ub)      \
+  F(power) F(decay_t) F(decay_rate) F(warmup_t) F(warmup_lr_init) F(warmup_prefix) F(count)
+// DeepSpeed's lr_schedules, evaluated at last_batch_iteration = k - 1. DS_WARMUP: variant DS_WARMUP_*;
+// max_is_base: warmup_max_lr is the group's lr (WarmupLR's default); log_warmup: warmup_type "log".
+#define LRF_FIELDS_DS_WARMUP(F)                                                                          \
+  F(variant) F(min_lr) F(max_lr) F(max_is_base) F(warmup_num_steps) F(log_warmup) F(total_num_steps)     \
+  F(warmup_min_ratio) F(cos_min_ratio)
+#define LRF_FIELDS_DS_RANGE_TEST(F) F(min_lr) F(step_size) F(step_rate) F(staircase)
+#define LRF_FIELDS_DS_ONE_CYCLE(F)                                                                       \
+  F(min_lr) F(max_lr) F(first_step_size) F(second_step_size) F(first_stair_count) F(second_stair_count)  \
+  F(decay_step_size) F(decay_lr_rate) F(skip_lr_decay) F(cycle_momentum) F(min_mom) F(max_mom)           \
+  F(decay_mom_rate) F(skip_mom_decay)
+// optax's schedules (optax.schedules): absolute values, the group's lr is not read.
+#define LRF_FIELDS_OPTAX_POLYNOMIAL(F) F(init_value) F(end_value) F(power) F(transition_steps) F(transition_begin)
+#define LRF_FIELDS_OPTAX_EXPONENTIAL(F)                                                                  \
+  F(init_value) F(transition_steps) F(decay_rate) F(transition_begin) F(staircase) F(has_end) F(end_value)
+#define LRF_FIELDS_OPTAX_COSINE(F) F(init_value) F(decay_steps) F(alpha) F(exponent)
+// count (boundary, scale) pairs follow, sorted by boundary
+#define LRF_FIELDS_OPTAX_PIECEWISE_CONSTANT(F) F(init_value) F(count)
+// interpolate: ANNEAL_*; count boundaries (sorted) follow, then the count values after them (the running
+// products of the scales times init_value)
+#define LRF_FIELDS_OPTAX_PIECEWISE_INTERPOLATE(F) F(init_value) F(interpolate) F(count)
 // HuggingFace transformers' named schedules: multipliers m(k) of the group's base lr.
 #define LRF_FIELDS_HF_CONSTANT_WITH_WARMUP(F) F(warmup)
 #define LRF_FIELDS_HF_LINEAR(F) F(warmup) F(total)
@@ -61,7 +96,11 @@ namespace lrfused {
   X(EXPONENTIAL, 6) X(POLYNOMIAL, 7) X(COSINE, 8) X(COSINE_WARM_RESTARTS, 9) X(CYCLIC, 10)                \
   X(ONE_CYCLE, 11) X(PLATEAU, 12) X(SEQUENTIAL, 13) X(CHAINED, 14) X(PER_EPOCH, 15)                       \
   X(HF_CONSTANT_WITH_WARMUP, 20) X(HF_LINEAR, 21) X(HF_COSINE, 22) X(HF_COSINE_RESTARTS, 23)              \
-  X(HF_POLYNOMIAL, 24) X(HF_INVERSE_SQRT, 25) X(HF_COSINE_WARMUP_MIN_LR, 26) X(HF_WSD, 27)
+  X(HF_POLYNOMIAL, 24) X(HF_INVERSE_SQRT, 25) X(HF_COSINE_WARMUP_MIN_LR, 26) X(HF_WSD, 27)                \
+  X(CLAMP, 16) X(RESTART, 17) X(NOISE, 18) X(TIMM, 30)                                                     \
+  X(DS_WARMUP, 40) X(DS_RANGE_TEST, 41) X(DS_ONE_CYCLE, 42)                                                \
+  X(OPTAX_POLYNOMIAL, 50) X(OPTAX_EXPONENTIAL, 51) X(OPTAX_COSINE, 52) X(OPTAX_PIECEWISE_CONSTANT, 53)     \
+  X(OPTAX_PIECEWISE_INTERPOLATE, 54)
 
 // Records inside a tail.
 #define LRF_FIELDS_ONE_CYCLE_PHASE(F) F(end_step) F(start_lr) F(end_lr) F(start_momentum) F(end_momentum)
@@ -70,6 +109,8 @@ namespace lrfused {
 #define LRF_CYCLIC_SCALES(X) X(TRIANGULAR, 0) X(TRIANGULAR2, 1) X(EXP_RANGE, 2) X(TABLE, 3)
 #define LRF_WSD_SHAPES(X) X(LINEAR, 0) X(COSINE, 1) X(ONE_MINUS_SQRT, 2)
 #define LRF_ANNEALS(X) X(COS, 0) X(LINEAR, 1)
+#define LRF_TIMM_SHAPES(X) X(COSINE, 0) X(TANH, 1) X(POLY, 2) X(STEP, 3) X(MULTI_STEP, 4)
+#define LRF_DS_WARMUPS(X) X(WARMUP_LR, 0) X(WARMUP_DECAY_LR, 1) X(WARMUP_COSINE_LR, 2)
 
 namespace sched {
 #define LRF_KIND_ENUM(NAME, ID) NAME = ID,
@@ -92,6 +133,8 @@ namespace ONE_CYCLE_PHASE { enum : int { LRF_FIELDS_ONE_CYCLE_PHASE(LRF_FIELD_EN
 namespace cyclic { enum Scale : int { LRF_CYCLIC_SCALES(LRF_VALUE_ENUM) }; }
 namespace wsd { enum Shape : int { LRF_WSD_SHAPES(LRF_VALUE_ENUM) }; }
 namespace anneal { enum Anneal : int { LRF_ANNEALS(LRF_VALUE_ENUM) }; }
+namespace timm { enum Shape : int { LRF_TIMM_SHAPES(LRF_VALUE_ENUM) }; }
+namespace ds { enum Warmup : int { LRF_DS_WARMUPS(LRF_VALUE_ENUM) }; }
 #undef LRF_VALUE_ENUM
 
 // Number of fixed fields of a kind, or -1 for an unknown kind.

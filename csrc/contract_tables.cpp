@@ -47,6 +47,16 @@ pybind11::dict contract_tables() {
     LRF_ANNEALS(LRF_ENUM_ENTRY)
     enums["anneal"] = e;
   }
+  {
+    py::dict e;
+    LRF_TIMM_SHAPES(LRF_ENUM_ENTRY)
+    enums["timm_shape"] = e;
+  }
+  {
+    py::dict e;
+    LRF_DS_WARMUPS(LRF_ENUM_ENTRY)
+    enums["ds_warmup"] = e;
+  }
 #undef LRF_ENUM_ENTRY
 
   py::dict slots, regions;

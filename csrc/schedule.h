@@ -25,6 +25,7 @@ namespace detail {
 struct Frame {
   const double* node;
   int64_t k;
+  bool post;  // a wrapper's second visit (CLAMP, NOISE): applied to the lr its child left
 };
 
 LRF_HD int kind_of(const double* n) { return static_cast<int>(n[0]); }
@@ -51,10 +52,59 @@ LRF_HD double hf_warmup(double k, double w) { return k / max_d(1.0, w); }
 // HF's progress after warmup: (k - W) / max(1, T - W).
 LRF_HD double hf_progress(double k_after, double w, double t) { return k_after / max_d(1.0, t - w); }
 
+// Python's float floor division a // b (Objects/floatobject.c, float_floor_div), for b != 0.
+LRF_HD double py_floordiv(double a, double b) {
+  double mod = fmod(a, b);
+  double div = (a - mod) / b;
+  if (mod != 0.0 && ((b < 0.0) != (mod < 0.0))) div -= 1.0;
+  if (div == 0.0) return copysign(0.0, a / b);
+  double floordiv = floor(div);
+  if (div - floordiv > 0.5) floordiv += 1.0;
+  return floordiv;
+}
+
+// Where a wrapper's one child starts.
+LRF_HD const double* wrapped_child(const double* n) {
+  const double* p = fields_of(n);
+  switch (kind_of(n)) {
+    case CLAMP: return p + field::CLAMP::kFixed;
+    case RESTART: return p + field::RESTART::kFixed;
+    default: return p + field::NOISE::kFixed + as_int(p[field::NOISE::count]);  // NOISE
+  }
+}
+
+// A wrapper's second visit: what it does to the lr v its child left.
+LRF_HD double after_child(const double* n, int64_t k, double v) {
+  const double* p = fields_of(n);
+  if (kind_of(n) == CLAMP) {
+    namespace f = field::CLAMP;
+    if (v < p[f::min_lr]) v = p[f::min_lr];
+    if (v > p[f::max_lr]) v = p[f::max_lr];
+    return v;
+  }
+  namespace f = field::NOISE;  // timm's _add_noise: v + v * noise
+  const int64_t start = as_int(p[f::start]);
+  if (k >= start && k - start < as_int(p[f::count])) return v + v * p[f::kFixed + (k - start)];
+  return v;
+}
+
 // Pushes the children of a composite node (so that child 0 is popped first). Returns false for leaves.
 LRF_HD bool expand(const double* n, int64_t k, Frame* stack, int& top) {
   const double* p = fields_of(n);
   switch (kind_of(n)) {
+    case CLAMP:
+    case NOISE:
+      // the second visit waits under the child, so it runs once the child's leaves have
+      if (top + 1 < kMaxStack) {
+        stack[top++] = Frame{n, k, true};
+        stack[top++] = Frame{wrapped_child(n), k, false};
+      }
+      return true;
+    case RESTART: {
+      const int64_t period = as_int(p[field::RESTART::period]);
+      if (top < kMaxStack) stack[top++] = Frame{wrapped_child(n), period > 0 ? k % period : k, false};
+      return true;
+    }
     case SEQUENTIAL: {
       namespace f = field::SEQUENTIAL;
       const int64_t count = as_int(p[f::count]);
@@ -67,7 +117,7 @@ LRF_HD bool expand(const double* n, int64_t k, Frame* stack, int& top) {
       }
       const double* child = p + f::kFixed + (count - 1);
       for (int64_t i = 0; i < idx; ++i) child += len_of(child);
-      if (top < kMaxStack) stack[top++] = Frame{child, k - start};
+      if (top < kMaxStack) stack[top++] = Frame{child, k - start, false};
       return true;
     }
     case CHAINED: {
@@ -76,7 +126,7 @@ LRF_HD bool expand(const double* n, int64_t k, Frame* stack, int& top) {
       const double* child = p + f::kFixed;
       const int first = top;
       for (int64_t i = 0; i < count && top < kMaxStack; ++i) {
-        stack[top++] = Frame{child, k};
+        stack[top++] = Frame{child, k, false};
         child += len_of(child);
       }
       for (int lo = first, hi = top - 1; lo < hi; ++lo, --hi) {
@@ -89,7 +139,7 @@ LRF_HD bool expand(const double* n, int64_t k, Frame* stack, int& top) {
     case PER_EPOCH: {
       namespace f = field::PER_EPOCH;
       const int64_t spe = as_int(p[f::steps_per_epoch]);
-      if (top < kMaxStack) stack[top++] = Frame{p + f::kFixed, spe > 0 ? k / spe : k};
+      if (top < kMaxStack) stack[top++] = Frame{p + f::kFixed, spe > 0 ? k / spe : k, false};
       return true;
     }
     default:
@@ -239,6 +289,203 @@ LRF_HD double hf_lr_factor(int kind, const double* p, int64_t k_int, double b) {
   }
 }
 
+// ---- timm (timm/scheduler/*_lr.py, _get_lr) -------------------------------------------------------------
+// bisect.bisect_right(a, x) over the n values as stored (timm bisects decay_t as the caller gave it).
+LRF_HD int64_t bisect_right(const double* a, int64_t n, double x) {
+  int64_t lo = 0, hi = n;
+  while (lo < hi) {
+    const int64_t mid = (lo + hi) / 2;
+    if (x < a[mid]) hi = mid; else lo = mid + 1;
+  }
+  return lo;
+}
+
+// The lr after warmup at timm's t (already shifted by warmup_t when warmup_prefix), base value b.
+LRF_HD double timm_after_warmup(const double* p, double t, double b) {
+  namespace f = field::TIMM;
+  const int shape = static_cast<int>(p[f::shape]);
+  if (shape == timm::STEP) return b * pow(p[f::decay_rate], py_floordiv(t, p[f::decay_t]));
+  if (shape == timm::MULTI_STEP) {
+    const int64_t passed = bisect_right(p + f::kFixed, as_int(p[f::count]), t + 1.0);
+    return b * pow(p[f::decay_rate], static_cast<double>(passed));
+  }
+  const double t_initial = p[f::t_initial], mul = p[f::cycle_mul], lr_min = p[f::lr_min];
+  double i, t_i, t_curr;
+  if (mul != 1.0) {
+    i = floor(log(1.0 - t / t_initial * (1.0 - mul)) / log(mul));  // math.log(x, mul)
+    t_i = pow(mul, i) * t_initial;
+    t_curr = t - (1.0 - pow(mul, i)) / (1.0 - mul) * t_initial;
+  } else {
+    i = py_floordiv(t, t_initial);
+    t_i = t_initial;
+    t_curr = t - t_initial * i;
+  }
+  if (!(i < p[f::cycle_limit])) return lr_min;
+  const double lr_max = b * pow(p[f::cycle_decay], i);
+  if (shape == timm::TANH) {
+    const double tr = t_curr / t_i;
+    return lr_min + 0.5 * (lr_max - lr_min) * (1.0 - tanh(p[f::lb] * (1.0 - tr) + p[f::ub] * tr));
+  }
+  const double k = p[f::k_decay];
+  const double frac = pow(t_curr, k) / pow(t_i, k);
+  if (shape == timm::POLY) return lr_min + (lr_max - lr_min) * pow(1.0 - frac, p[f::power]);
+  return lr_min + 0.5 * (lr_max - lr_min) * (1.0 + cos(kPi * pow(t_curr, k) / pow(t_i, k)));  // COSINE
+}
+
+LRF_HD double timm_lr(const double* p, int64_t k, double b) {
+  namespace f = field::TIMM;
+  const double t = static_cast<double>(k), w = p[f::warmup_t], init = p[f::warmup_lr_init];
+  const bool prefix = p[f::warmup_prefix] != 0.0;
+  if (k == 0) return w > 0.0 ? init : b;  // what timm's constructor leaves in the group, not _get_lr(0)
+  if (t < w) {
+    // timm warms up towards the base value; TanhLRScheduler without warmup_prefix towards its lr at warmup_t
+    const double target = static_cast<int>(p[f::shape]) == timm::TANH && !prefix ? timm_after_warmup(p, w, b) : b;
+    return init + t * ((target - init) / w);
+  }
+  return timm_after_warmup(p, prefix ? t - w : t, b);
+}
+
+// ---- DeepSpeed (deepspeed/runtime/lr_schedules.py) ------------------------------------------------------
+// DeepSpeed steps its scheduler after each optimizer step, so step k applies get_lr() at
+// last_batch_iteration i = k - 1 (i = -1: what the constructor set).
+LRF_HD double ds_warmup_ratio(const double* p, double i) {  // _get_gamma / get_lr_ratio's warmup part
+  namespace f = field::DS_WARMUP;
+  const double w = p[f::warmup_num_steps];
+  return p[f::log_warmup] != 0.0 ? (1.0 / log(w)) * log(i + 1.0) : i / w;
+}
+
+LRF_HD double ds_warmup_lr(const double* p, int64_t k, double b) {
+  namespace f = field::DS_WARMUP;
+  const double i = static_cast<double>(k) - 1.0, w = p[f::warmup_num_steps], total = p[f::total_num_steps];
+  const int variant = static_cast<int>(p[f::variant]);
+  if (variant == ds::WARMUP_COSINE_LR) {
+    if (i < 0.0) return 0.0;
+    double ratio;
+    if (i < w) {
+      ratio = p[f::warmup_min_ratio] + ds_warmup_ratio(p, i) * (1.0 - p[f::warmup_min_ratio]);
+    } else {
+      const double real_total = total - w > 1.0 ? total - w : 1.0;
+      const double progress = (i - w + 1.0) / real_total;
+      const double c = p[f::cos_min_ratio];
+      ratio = max_d(0.0, c + (1.0 - c) * ((1.0 + cos(kPi * (progress < 1.0 ? progress : 1.0))) / 2.0));
+    }
+    return b * ratio;
+  }
+  const double min_lr = p[f::min_lr], max_lr = p[f::max_is_base] != 0.0 ? b : p[f::max_lr];
+  if (i < 0.0) return min_lr;
+  double gamma = 1.0;
+  if (i < w) gamma = ds_warmup_ratio(p, i);
+  else if (variant == ds::WARMUP_DECAY_LR) gamma = max_d(0.0, (total - i) / max_d(1.0, total - w));
+  return min_lr + (max_lr - min_lr) * gamma;
+}
+
+LRF_HD double ds_range_test_lr(const double* p, int64_t k) {
+  namespace f = field::DS_RANGE_TEST;
+  double interval = static_cast<double>(k) / p[f::step_size];
+  if (p[f::staircase] != 0.0) interval = floor(interval);
+  return p[f::min_lr] * (1.0 + p[f::step_rate] * interval);
+}
+
+// OneCycle's _get_scale_factor at batch_iteration = last_batch_iteration + 1 = k.
+LRF_HD double ds_one_cycle_scale(const double* p, int64_t k) {
+  namespace f = field::DS_ONE_CYCLE;
+  const double first = p[f::first_step_size], second = p[f::second_step_size];
+  const double total = first + second, ratio = first / total, it = static_cast<double>(k);
+  const double cycle = floor(1.0 + it / total);
+  const double x = 1.0 + it / total - cycle;
+  double scale, stairs;
+  if (x <= ratio) {
+    scale = x / ratio;
+    stairs = p[f::first_stair_count];
+  } else {
+    scale = (x - 1.0) / (ratio - 1.0);
+    stairs = p[f::second_stair_count];
+  }
+  if (stairs > 0.0) {
+    const double at = fmod(it, total);
+    const double position = at <= first ? at * stairs / first : (total - at) * stairs / second;
+    scale = floor(position) / stairs;
+  }
+  return scale;
+}
+
+// which = 0: lr, 1: momentum (beta1).
+LRF_HD double ds_one_cycle(const double* p, int64_t k, int which) {
+  namespace f = field::DS_ONE_CYCLE;
+  const double total = p[f::first_step_size] + p[f::second_step_size];
+  const double lo = which == 0 ? p[f::min_lr] : p[f::min_mom], hi = which == 0 ? p[f::max_lr] : p[f::max_mom];
+  if (which == 1 && k == 0) return lo;  // the constructor sets cycle_min_mom, whatever the cycle says
+  if (static_cast<double>(k) - 1.0 < total) {
+    const double height = (hi - lo) * ds_one_cycle_scale(p, k);
+    return which == 0 ? lo + height : hi - height;
+  }
+  const double decay_interval = (static_cast<double>(k) - total) / p[f::decay_step_size];
+  if (which == 0) return p[f::skip_lr_decay] != 0.0 ? lo : lo / (1.0 + p[f::decay_lr_rate] * decay_interval);
+  return p[f::skip_mom_decay] != 0.0 ? hi : hi * (1.0 + p[f::decay_mom_rate] * decay_interval);
+}
+
+// ---- optax (optax/schedules/_schedule.py), at count = k ----------------------------------------------
+LRF_HD double optax_lr(int kind, const double* p, int64_t k) {
+  const double count = static_cast<double>(k);
+  switch (kind) {
+    case OPTAX_POLYNOMIAL: {
+      namespace f = field::OPTAX_POLYNOMIAL;
+      const double steps = p[f::transition_steps], init = p[f::init_value], end = p[f::end_value];
+      if (steps <= 0.0) return init;
+      double c = count - p[f::transition_begin];
+      c = c < 0.0 ? 0.0 : (c > steps ? steps : c);
+      return (init - end) * pow(1.0 - c / steps, p[f::power]) + end;
+    }
+    case OPTAX_EXPONENTIAL: {
+      namespace f = field::OPTAX_EXPONENTIAL;
+      const double steps = p[f::transition_steps], rate = p[f::decay_rate], init = p[f::init_value];
+      if (steps <= 0.0 || rate == 0.0) return init;
+      const double decreased = count - p[f::transition_begin];
+      double e = decreased / steps;
+      if (p[f::staircase] != 0.0) e = floor(e);
+      double v = decreased <= 0.0 ? init : init * pow(rate, e);
+      if (p[f::has_end] != 0.0) {
+        const double end = p[f::end_value];
+        v = rate < 1.0 ? (v > end ? v : end) : (v < end ? v : end);
+      }
+      return v;
+    }
+    case OPTAX_COSINE: {
+      namespace f = field::OPTAX_COSINE;
+      const double steps = p[f::decay_steps], alpha = p[f::alpha];
+      const double c = count < steps ? count : steps;
+      const double cosine = 0.5 * (1.0 + cos(kPi * c / steps));
+      return p[f::init_value] * ((1.0 - alpha) * pow(cosine, p[f::exponent]) + alpha);
+    }
+    case OPTAX_PIECEWISE_CONSTANT: {
+      namespace f = field::OPTAX_PIECEWISE_CONSTANT;
+      double v = p[f::init_value];
+      const int64_t n = as_int(p[f::count]);
+      for (int64_t i = 0; i < n; ++i)
+        if (count >= p[f::kFixed + 2 * i]) v = p[f::kFixed + 2 * i + 1] * v;
+      return v;
+    }
+    default: {  // OPTAX_PIECEWISE_INTERPOLATE
+      namespace f = field::OPTAX_PIECEWISE_INTERPOLATE;
+      const int64_t n = as_int(p[f::count]);
+      const double* bounds = p + f::kFixed;  // bounds[-1] is 0
+      const double* values = bounds + n;     // values[-1] is init_value
+      const bool cosine = static_cast<int>(p[f::interpolate]) == anneal::COS;
+      double sum = 0.0;
+      for (int64_t i = 0; i < n; ++i) {
+        const double lo = i == 0 ? 0.0 : bounds[i - 1], hi = bounds[i];
+        if (!(lo <= count && count < hi)) continue;
+        const double start = i == 0 ? p[f::init_value] : values[i - 1], end = values[i];
+        const double pct = (count - lo) / (hi - lo > 1.0 ? hi - lo : 1.0);
+        sum += cosine ? end + (start - end) / 2.0 * (cos(kPi * pct) + 1.0) : (end - start) * pct + start;
+      }
+      const double last_bound = n > 0 ? bounds[n - 1] : 0.0, last_value = n > 0 ? values[n - 1] : p[f::init_value];
+      if (last_bound <= count) sum += last_value;
+      return sum;
+    }
+  }
+}
+
 LRF_HD double cosine_between(double eta, double b, double k, double period) {
   return toward(eta, b, half_cos(kPi * k / period));
 }
@@ -320,6 +567,17 @@ LRF_HD double leaf_lr(const double* n, int64_t k, double b, const double* platea
       return one_cycle(p, k, 0);
     case PLATEAU:
       return plateau_lr != nullptr ? *plateau_lr : b;
+    case TIMM:
+      return timm_lr(p, k, b);
+    case DS_WARMUP:
+      return ds_warmup_lr(p, k, b);
+    case DS_RANGE_TEST:
+      return ds_range_test_lr(p, k);
+    case DS_ONE_CYCLE:
+      return ds_one_cycle(p, k, 0);
+    case OPTAX_POLYNOMIAL: case OPTAX_EXPONENTIAL: case OPTAX_COSINE: case OPTAX_PIECEWISE_CONSTANT:
+    case OPTAX_PIECEWISE_INTERPOLATE:
+      return optax_lr(kind, p, k);
     default:
       if (kind >= HF_CONSTANT_WITH_WARMUP && kind <= HF_WSD) return b * hf_lr_factor(kind, p, k, b);
       return b;
@@ -343,6 +601,10 @@ LRF_HD bool leaf_momentum(const double* n, int64_t k, double* out) {
       if (p[field::ONE_CYCLE::cycle_momentum] == 0.0) return false;
       *out = one_cycle(p, k, 1);
       return true;
+    case DS_ONE_CYCLE:
+      if (p[field::DS_ONE_CYCLE::cycle_momentum] == 0.0) return false;
+      *out = ds_one_cycle(p, k, 1);
+      return true;
     default:
       return false;
   }
@@ -358,11 +620,12 @@ LRF_HD double lr_at(const double* prog, int64_t k, double base_lr, const double*
   if (k < 0) k = 0;  // steps count from 0; a negative one would index before a table
   detail::Frame stack[kMaxStack];
   int top = 0;
-  stack[top++] = detail::Frame{prog, k};
+  stack[top++] = detail::Frame{prog, k, false};
   double v = base_lr;
   while (top > 0) {
     const detail::Frame f = stack[--top];
-    if (!detail::expand(f.node, f.k, stack, top)) v = detail::leaf_lr(f.node, f.k, v, plateau_lr);
+    if (f.post) v = detail::after_child(f.node, f.k, v);
+    else if (!detail::expand(f.node, f.k, stack, top)) v = detail::leaf_lr(f.node, f.k, v, plateau_lr);
   }
   return v;
 }
@@ -373,10 +636,11 @@ LRF_HD double momentum_at(const double* prog, int64_t k, double fallback) {
   if (k < 0) k = 0;
   detail::Frame stack[kMaxStack];
   int top = 0;
-  stack[top++] = detail::Frame{prog, k};
+  stack[top++] = detail::Frame{prog, k, false};
   double m = fallback;
   while (top > 0) {
     const detail::Frame f = stack[--top];
+    if (f.post) continue;  // wrappers change the lr only
     if (!detail::expand(f.node, f.k, stack, top)) {
       double leaf_m;
       if (detail::leaf_momentum(f.node, f.k, &leaf_m)) m = leaf_m;
@@ -509,6 +773,75 @@ inline int64_t check_node(const double* prog, int64_t at, int64_t end, int depth
       }
       if (child != at + len) { *why = "schedule program: children do not fill their parent"; return -1; }
       return need;
+    }
+    case CLAMP: case RESTART: case NOISE: {
+      // [fields (NOISE: then count noise values)] then one child; CLAMP and NOISE keep a frame under it
+      int64_t before = fixed_count;
+      if (kind == RESTART && !is_int_in(p[field::RESTART::period], 1, kMaxInt)) {
+        *why = "schedule program: RESTART period must be a positive integer";
+        return -1;
+      }
+      if (kind == NOISE) {
+        namespace f = field::NOISE;
+        if (!is_int_in(p[f::start], -kMaxInt, kMaxInt) || !is_int_in(p[f::count], 0, static_cast<double>(np - f::kFixed))) {
+          *why = "schedule program: bad NOISE range";
+          return -1;
+        }
+        before += static_cast<int64_t>(p[f::count]);
+      }
+      if (np <= before) { *why = "schedule program: wrapper without its schedule"; return -1; }
+      const int64_t child = at + 2 + before;
+      const int64_t child_need = check_node(prog, child, at + len, depth + 1, why);
+      if (child_need < 0) return -1;
+      if (child + len_of(prog + child) != at + len) { *why = "schedule program: children do not fill their parent"; return -1; }
+      return child_need + (kind == RESTART ? 0 : 1);
+    }
+    case TIMM: {
+      namespace f = field::TIMM;
+      if (!counted(p[f::count], f::kFixed, 1)) return -1;
+      if (!is_int_in(p[f::shape], timm::COSINE, timm::MULTI_STEP) || !(p[f::t_initial] > 0.0) ||
+          (p[f::shape] == timm::STEP && p[f::decay_t] == 0.0)) {
+        *why = "schedule program: bad timm schedule (shape, t_initial > 0, decay_t != 0)";
+        return -1;
+      }
+      return 0;
+    }
+    case DS_WARMUP:
+      if (!fixed(fixed_count)) return -1;
+      if (!is_int_in(p[field::DS_WARMUP::variant], ds::WARMUP_LR, ds::WARMUP_COSINE_LR) ||
+          !(p[field::DS_WARMUP::warmup_num_steps] >= 2.0)) {
+        *why = "schedule program: bad DeepSpeed warmup (variant, warmup_num_steps >= 2)";
+        return -1;
+      }
+      return 0;
+    case DS_RANGE_TEST:
+      if (!fixed(fixed_count)) return -1;
+      if (!is_int_in(p[field::DS_RANGE_TEST::step_size], 1, kMaxInt)) {
+        *why = "schedule program: lr_range_test_step_size must be a positive integer";
+        return -1;
+      }
+      return 0;
+    case DS_ONE_CYCLE: {
+      namespace f = field::DS_ONE_CYCLE;
+      if (!fixed(fixed_count)) return -1;
+      const bool decays = p[f::skip_lr_decay] == 0.0 || (p[f::cycle_momentum] != 0.0 && p[f::skip_mom_decay] == 0.0);
+      if (!(p[f::first_step_size] > 0.0) || !(p[f::second_step_size] >= 0.0) || (decays && p[f::decay_step_size] == 0.0)) {
+        *why = "schedule program: bad DeepSpeed OneCycle step sizes";
+        return -1;
+      }
+      return 0;
+    }
+    case OPTAX_COSINE:
+      if (!fixed(fixed_count)) return -1;
+      if (!(p[field::OPTAX_COSINE::decay_steps] > 0.0)) { *why = "schedule program: decay_steps must be positive"; return -1; }
+      return 0;
+    case OPTAX_PIECEWISE_CONSTANT:
+      return counted(p[field::OPTAX_PIECEWISE_CONSTANT::count], field::OPTAX_PIECEWISE_CONSTANT::kFixed, 2) ? 0 : -1;
+    case OPTAX_PIECEWISE_INTERPOLATE: {
+      namespace f = field::OPTAX_PIECEWISE_INTERPOLATE;
+      if (!counted(p[f::count], f::kFixed, 2)) return -1;
+      if (!is_int_in(p[f::interpolate], anneal::COS, anneal::LINEAR)) { *why = "schedule program: bad interpolation"; return -1; }
+      return 0;
     }
     default:  // every other kind is its fixed fields and nothing else
       return fixed(fixed_count) ? 0 : -1;

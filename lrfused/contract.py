@@ -112,6 +112,9 @@ _COMPOSITES = {
     "SEQUENTIAL": lambda f: (int(f["count"]) - 1, int(f["count"])),
     "CHAINED": lambda f: (0, int(f["count"])),
     "PER_EPOCH": lambda f: (0, 1),
+    "CLAMP": lambda f: (0, 1),
+    "RESTART": lambda f: (0, 1),
+    "NOISE": lambda f: (int(f["count"]), 1),
 }
 
 

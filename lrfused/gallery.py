@@ -1,4 +1,5 @@
-"""Draw every schedule policy (torch's and HuggingFace's names) into one PNG grid.
+"""Draw every schedule policy (torch's, HuggingFace's, timm's, DeepSpeed's, optax's, and the wrappers)
+into one PNG grid.
 
     python -m lrfused.gallery OUT.png
 
@@ -54,6 +55,30 @@ def entries():
         ("hf: cosine_warmup_with_min_lr", S.get_schedule("cosine_warmup_with_min_lr", 10, N, min_lr_rate=0.1)),
         ("hf: warmup_stable_decay", S.get_schedule("warmup_stable_decay", 10, N, num_decay_steps=30,
                                                    min_lr_ratio=0.05)),
+        ("timm: Cosine cycle_mul=2, decay=0.6", S.timm.CosineLRScheduler(12, lr_min=0.02, cycle_mul=2.0,
+                                                                          cycle_decay=0.6, cycle_limit=3, warmup_t=5,
+                                                                          warmup_lr_init=0.1, t_in_epochs=False)),
+        ("timm: Cosine k_decay=2 + noise", S.timm.CosineLRScheduler(N, k_decay=2.0, t_in_epochs=False,
+                                                                     noise_range_t=[20, 80], noise_pct=0.2)),
+        ("timm: Tanh, 3 cycles", S.timm.TanhLRScheduler(30, cycle_limit=3, cycle_decay=0.7, t_in_epochs=False)),
+        ("timm: Poly(power=2)", S.timm.PolyLRScheduler(80, power=2.0, warmup_t=10, t_in_epochs=False)),
+        ("timm: MultiStep([30, 60])", S.timm.MultiStepLRScheduler([30, 60], 0.5, t_in_epochs=False)),
+        ("deepspeed: WarmupLR (log)", S.deepspeed.WarmupLR(0.0, 1.0, 30)),
+        ("deepspeed: WarmupDecayLR", S.deepspeed.WarmupDecayLR(N, 0.0, 1.0, 20, "linear")),
+        ("deepspeed: WarmupCosineLR", S.deepspeed.WarmupCosineLR(N, 0.0, 15, 0.05)),
+        ("deepspeed: LRRangeTest staircase", S.deepspeed.LRRangeTest(0.1, 10, 0.5, True)),
+        ("deepspeed: OneCycle + decay", S.deepspeed.OneCycle(0.1, 1.0, 0.5, 30, 30, decay_step_size=5)),
+        ("optax: warmup_cosine_decay(exp=2)", S.optax.warmup_cosine_decay_schedule(0.0, 1.0, 10, N, 0.05, 2.0)),
+        ("optax: exponential_decay staircase", S.optax.exponential_decay(1.0, 10, 0.7, 10, True, 0.1)),
+        ("optax: sgdr_schedule", S.optax.sgdr_schedule([dict(init_value=0.0, peak_value=1.0, warmup_steps=5,
+                                                             decay_steps=30),
+                                                        dict(init_value=0.0, peak_value=0.6, warmup_steps=5,
+                                                             decay_steps=70)])),
+        ("optax: cosine_onecycle", S.optax.cosine_onecycle_schedule(N, 1.0)),
+        ("optax: piecewise_interpolate linear", S.optax.piecewise_interpolate_schedule(
+            "linear", 0.2, {20: 5.0, 50: 0.5, 90: 0.1})),
+        ("Clamp(Cosine, 0.2, 0.8)", S.CosineAnnealingLR(N).clamp(0.2, 0.8)),
+        ("Restart(HF linear, 25)", S.get_schedule("linear", 5, 25).restart(25)),
     ]
 
 

@@ -29,6 +29,17 @@ CASES = {
                             lambda: S.OneCycleLR(max_lr=0.05, total_steps=STEPS, anneal_strategy="linear")),
     "adamw-hf-cosine": (lrfused.AdamW, dict(lr=3e-3),
                         lambda: S.get_schedule("cosine", num_warmup_steps=4, num_training_steps=STEPS)),
+    "adamw-timm-cosine-noise": (lrfused.AdamW, dict(lr=1e-2),
+                                lambda: S.timm.CosineLRScheduler(8, cycle_limit=2, warmup_t=3, t_in_epochs=False,
+                                                                 noise_range_t=[4, 20])),
+    "adam-deepspeed-onecycle-beta1": (lrfused.Adam, dict(lr=1e-2),
+                                      lambda: S.deepspeed.OneCycle(1e-3, 1e-2, cycle_first_step_size=6,
+                                                                   decay_lr_rate=0.2, decay_step_size=3)),
+    "sgd-optax-sgdr-clamped-restarted": (lrfused.SGD, dict(lr=1e-2, momentum=0.9),
+                                         lambda: S.optax.sgdr_schedule([
+                                             dict(init_value=0.0, peak_value=0.05, warmup_steps=2, decay_steps=6),
+                                             dict(init_value=0.0, peak_value=0.02, warmup_steps=1, decay_steps=8),
+                                         ]).clamp(1e-3, 0.03).restart(10)),
 }
 
 

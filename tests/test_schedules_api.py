@@ -283,3 +283,23 @@ def test_gallery_draws_every_policy(tmp_path):
     out = tmp_path / "gallery.png"
     gallery.main([str(out)])
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_clamp_and_restart_arguments():
+    with pytest.raises(ValueError, match="min_lr, max_lr"):
+        S.StepLR(2).clamp()
+    with pytest.raises(ValueError, match="min_lr .* must not exceed max_lr"):
+        S.StepLR(2).clamp(0.5, 0.1)
+    with pytest.raises(TypeError, match="min_lr"):
+        S.StepLR(2).clamp("0.1")
+    with pytest.raises(ValueError, match="period"):
+        S.StepLR(2).restart(0)
+    with pytest.raises(ValueError, match="ReduceLROnPlateau"):
+        S.ReduceLROnPlateau().clamp(0.1)
+    with pytest.raises(ValueError, match="not multiplicative"):
+        S.ChainedScheduler([S.StepLR(2).clamp(0.1), S.StepLR(3)])
+    assert S.ChainedScheduler([S.StepLR(2).restart(5), S.StepLR(3)]).lrs(12).tolist() == \
+        [0.1 ** ((k % 5) // 2) * 0.1 ** (k // 3) for k in range(12)]
+    one_cycle = S.OneCycleLR(1.0, total_steps=10)
+    assert one_cycle.restart(one_cycle.max_step() + 1).max_step() is None  # restarts before its end: never past
+    assert one_cycle.restart(one_cycle.max_step() + 2).max_step() == one_cycle.max_step()

@@ -69,3 +69,36 @@ def test_composites_compose_their_children(children, gaps, spe, b):
             expected *= c.lr_at(k, 1.0)
         assert close(lrs_chain[k], expected, b)
         assert lrs_epoch[k] == seq.lr_at(k // spe, b)
+
+
+WRAPPED = st.sampled_from([S.StepLR(3, 0.5), S.CosineAnnealingLR(9, 0.01), S.OneCycleLR(1.0, total_steps=40),
+                           S.CyclicLR(0.1, 1.0, 3, 5), S.get_schedule("cosine", 3, 20),
+                           S.optax.warmup_cosine_decay_schedule(0.0, 1.0, 4, 30),
+                           S.timm.CosineLRScheduler(7, cycle_limit=3, t_in_epochs=False, noise_range_t=[2, 20]),
+                           S.deepspeed.OneCycle(0.1, 1.0, cycle_first_step_size=4, decay_lr_rate=0.3,
+                                                decay_step_size=2)])
+
+
+@SET
+@given(child=WRAPPED, lo=st.one_of(st.none(), st.floats(0.0, 0.5)), span=st.one_of(st.none(), st.floats(0.0, 1.0)),
+       period=st.integers(1, 25), outer=st.integers(1, 7), b=st.floats(0.01, 1.0))
+def test_clamp_and_restart_wrap_any_schedule(child, lo, span, period, outer, b):
+    """Clamp is min/max of the child's lr (momentum untouched); Restart is the child at k mod period (lr and
+    momentum); both nest in each other and in the composites."""
+    hi = None if span is None else (lo or 0.0) + span
+    n = 80
+    lrs = child.lrs(n, b).tolist()
+    moms = child.momenta(n, 0.5).tolist()
+    if lo is not None or hi is not None:
+        clamped = S.Clamp(child, lo, hi)
+        assert clamped.momenta(n, 0.5).tolist() == moms
+        for k, (x, v) in enumerate(zip(clamped.lrs(n, b).tolist(), lrs)):
+            assert x == min(hi if hi is not None else math.inf, max(lo if lo is not None else -math.inf, v)), k
+        nested = S.Restart(clamped, period).per_epoch(outer)
+        for k, x in enumerate(nested.lrs(n, b).tolist()):
+            assert x == clamped.lr_at((k // outer) % period, b)
+    restarted = child.restart(period)
+    assert restarted.lrs(n, b).tolist() == [lrs[k % period] for k in range(n)]
+    assert restarted.momenta(n, 0.5).tolist() == [moms[k % period] for k in range(n)]
+    seq = S.SequentialLR([S.ConstantLR(0.5, 3), restarted], [3])
+    assert seq.lrs(n, b).tolist()[3:] == [lrs[k % period] for k in range(n - 3)]

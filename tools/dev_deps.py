@@ -1,5 +1,6 @@
-"""Prints the development dependencies (pyproject.toml's `dev` extra), one per line: the one list the
-Makefile installs into both virtual environments (.venv and .venv-cuda), besides torch."""
+"""Prints the development dependencies (pyproject.toml's `dev` extra, or the extra named by the first
+argument: `oracles`, `oracles-no-deps`), one per line: the lists the Makefile installs into both virtual
+environments (.venv and .venv-cuda), besides torch."""
 import pathlib
 import sys
 
@@ -13,4 +14,5 @@ except ModuleNotFoundError:  # Python < 3.11
 
 pyproject = pathlib.Path(__file__).resolve().parent.parent / "pyproject.toml"
 with open(pyproject, "rb") as f:
-    print("\n".join(tomllib.load(f)["project"]["optional-dependencies"]["dev"]))
+    extra = sys.argv[1] if len(sys.argv) > 1 else "dev"
+    print("\n".join(tomllib.load(f)["project"]["optional-dependencies"][extra]))

@@ -210,6 +210,18 @@ class Schedule:
 
         return PerEpoch(self, steps_per_epoch)
 
+    def clamp(self, min_lr=None, max_lr=None) -> "Schedule":
+        """This schedule's lr kept inside [min_lr, max_lr] (either bound may be None)."""
+        from .composites import Clamp
+
+        return Clamp(self, min_lr, max_lr)
+
+    def restart(self, period: int) -> "Schedule":
+        """This schedule restarted every ``period`` steps (evaluated at step mod period)."""
+        from .composites import Restart
+
+        return Restart(self, period)
+
 
 class Constant(Schedule):
     """No schedule: the group's base lr at every step."""

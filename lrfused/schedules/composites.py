@@ -1,10 +1,11 @@
-"""Composition: SequentialLR, ChainedScheduler and Schedule.per_epoch."""
+"""Composition: SequentialLR, ChainedScheduler, Schedule.per_epoch, and the wrappers Clamp and Restart."""
 from __future__ import annotations
 
+import math
 from typing import Iterable
 
 from .. import contract
-from .base import Schedule, _check_pos_int, _is_int
+from .base import Schedule, _check_pos_int, _check_real, _is_int
 
 # ----------------------------------------------------------------------------------------------------
 # composites
@@ -166,3 +167,89 @@ class PerEpoch(Schedule):
                              children=[self.schedule._pack_node(g, n)])
 
 
+
+
+# ----------------------------------------------------------------------------------------------------
+# wrappers of one schedule
+
+
+def _check_wrapped(owner: str, schedule) -> Schedule:
+    if not isinstance(schedule, Schedule):
+        raise TypeError(f"{owner} expects a lrfused Schedule, got {type(schedule).__name__}")
+    if schedule.is_plateau or _contains_plateau(schedule):
+        raise ValueError(f"{owner} does not support ReduceLROnPlateau: it is driven by reported metrics "
+                         "(opt.report), not by the step")
+    return schedule
+
+
+class _Wrapper(Schedule):
+    """One child schedule, changed by the wrapper."""
+
+    @property
+    def schedules(self):
+        return (self.schedule,)
+
+    @property
+    def cycles_momentum(self):
+        return self.schedule.cycles_momentum
+
+    def _group_count_hint(self):
+        return self.schedule._group_count_hint()
+
+
+class Clamp(_Wrapper):
+    """``schedule``'s lr kept inside [min_lr, max_lr] (``None``: no bound on that side) at every step:
+    max(min_lr, min(max_lr, lr)). Momentum is not clamped."""
+
+    _fields = ("schedule", "min_lr", "max_lr")
+
+    def __init__(self, schedule: Schedule, min_lr=None, max_lr=None):
+        schedule = _check_wrapped("Clamp", schedule)
+        lo = None if min_lr is None else _check_real("min_lr", min_lr)
+        hi = None if max_lr is None else _check_real("max_lr", max_lr)
+        if lo is None and hi is None:
+            raise ValueError("Clamp needs min_lr, max_lr or both")
+        if lo is not None and hi is not None and lo > hi:
+            raise ValueError(f"Clamp: min_lr ({lo}) must not exceed max_lr ({hi})")
+        self._set(schedule=schedule, min_lr=lo, max_lr=hi)
+        _check_stack("Clamp", self._stack_need())
+
+    @property
+    def _multiplicative(self):
+        return False  # absolute bounds
+
+    def _stack_need(self):
+        return 1 + self.schedule._stack_need()
+
+    def max_step(self):
+        return self.schedule.max_step()
+
+    def _pack_node(self, g, n):
+        lo = -math.inf if self.min_lr is None else self.min_lr
+        hi = math.inf if self.max_lr is None else self.max_lr
+        return contract.node("CLAMP", {"min_lr": lo, "max_lr": hi}, children=[self.schedule._pack_node(g, n)])
+
+
+class Restart(_Wrapper):
+    """``schedule`` restarted every ``period`` steps: evaluated at k mod period (lr and momentum)."""
+
+    _fields = ("schedule", "period")
+
+    def __init__(self, schedule: Schedule, period: int):
+        schedule = _check_wrapped("Restart", schedule)
+        self._set(schedule=schedule, period=_check_pos_int("period", period))
+        _check_stack("Restart", self._stack_need())
+
+    @property
+    def _multiplicative(self):
+        return self.schedule._multiplicative
+
+    def _stack_need(self):
+        return self.schedule._stack_need()
+
+    def max_step(self):
+        m = self.schedule.max_step()
+        return m if m is not None and m < self.period - 1 else None
+
+    def _pack_node(self, g, n):
+        return contract.node("RESTART", {"period": self.period}, children=[self.schedule._pack_node(g, n)])
