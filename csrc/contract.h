@@ -161,6 +161,28 @@ enum Config : int { LRF_PLATEAU_CONFIG(LRF_FIELD_ENUM) kFixed };
 constexpr int kMaxGroupsCuda = 64;
 }  // namespace plateau
 
+// ---- HuggingFace's GreedyLR (transformers.optimization.GreedyLR): fixed fields, then the min_lrs, max_lrs
+// and initial lrs of the param groups (num_groups each). Its lr per group is REGION_PLATEAU_LR, its best /
+// bad / cooldown / report count the plateau header slots; the rest of its state is greedy_state.
+#define LRF_GREEDY_CONFIG(F)                                                                             \
+  F(mode_is_max) F(factor) F(patience) F(threshold) F(threshold_is_abs) F(cooldown) F(warmup) F(eps)     \
+  F(reset_start) F(smooth) F(window_size)
+namespace greedy {
+#define LRF_FIELD_ENUM(name) name,
+enum Config : int { LRF_GREEDY_CONFIG(LRF_FIELD_ENUM) kFixed };
+#undef LRF_FIELD_ENUM
+// greedy_state: these slots, then window_size slots holding the smoothing window (a ring).
+// X(NAME, slot, python name)
+#define LRF_GREEDY_SLOTS(X)                                                                              \
+  X(GOOD, 0, num_good_epochs) X(WARMUP, 1, warmup_counter)                                               \
+  X(AT_MIN, 2, at_min_reductions) /* reductions with every group at min_lr since the last increase/reset */ \
+  X(AVG_COUNT, 3, window_count) X(AVG_SUM, 4, window_sum) X(AVG_HEAD, 5, window_head) X(RING, 6, ring)
+#define LRF_SLOT_ENUM(NAME, V, PY) NAME = V,
+enum Slot : int { LRF_GREEDY_SLOTS(LRF_SLOT_ENUM) };
+#undef LRF_SLOT_ENUM
+LRF_HD int64_t state_size(int64_t window_size) { return RING + window_size; }
+}  // namespace greedy
+
 // ---- sched_state: the per-device float64 schedule state ----------------------------------------------
 // SCHED_HEADER header slots, then kSchedSlotsPerGroup regions of G slots each (G param groups).
 // X(NAME, slot, python name)

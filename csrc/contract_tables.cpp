@@ -105,6 +105,14 @@ pybind11::dict contract_tables() {
   out["sched_slots"] = slots;
   out["sched_regions"] = regions;
   out["plateau_config"] = names_of({LRF_PLATEAU_CONFIG(LRF_NAME)});
+  out["greedy_config"] = names_of({LRF_GREEDY_CONFIG(LRF_NAME)});
+  {
+    py::dict slots;
+#define LRF_SLOT_ENTRY(NAME, V, PY) slots[#PY] = V;
+    LRF_GREEDY_SLOTS(LRF_SLOT_ENTRY)
+#undef LRF_SLOT_ENTRY
+    out["greedy_slots"] = slots;
+  }
   out["optimizers"] = optimizers;
   out["flags"] = flags;
   out["hypers"] = hypers;

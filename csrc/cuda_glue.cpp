@@ -118,6 +118,23 @@ void plateau_report_cuda(const at::Tensor& sched_state, const at::Tensor& metric
   TORCH_CHECK(err == nullptr, "lrfused::plateau_report_: CUDA launch failed: ", err);
 }
 
+void greedy_report_cuda(const at::Tensor& sched_state, const at::Tensor& greedy_state, const at::Tensor& metric,
+                        at::ArrayRef<double> config, int64_t num_groups) {
+  const at::Device device = cuda_device_of(sched_state);
+  check_greedy_report(sched_state, greedy_state, metric, config, num_groups);
+  TORCH_CHECK(num_groups <= plateau::kMaxGroupsCuda, "lrfused: greedy_report_ on CUDA supports up to ",
+              static_cast<int>(plateau::kMaxGroupsCuda), " param groups (the config is a kernel argument), got ",
+              num_groups);
+  const c10::cuda::CUDAGuard guard(device);
+  const at::Tensor m = metric.to(device, at::kDouble);  // as in plateau_report_cuda
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream(device.index()).stream();
+  const char* err = gpu::launch_greedy_report(sched_state.mutable_data_ptr<double>(),
+                                              greedy_state.mutable_data_ptr<double>(), static_cast<int>(num_groups),
+                                              m.const_data_ptr<double>(), config.data(),
+                                              static_cast<int>(config.size()), stream);
+  TORCH_CHECK(err == nullptr, "lrfused::greedy_report_: CUDA launch failed: ", err);
+}
+
 // Host evaluation of a schedule whose program or steps live on the GPU: the CPU kernel on copies
 // (this synchronises; it is for logging and tests, not for the step).
 at::Tensor schedule_lrs_cuda(const at::Tensor& program, const at::Tensor& steps, double base_lr) {
@@ -168,6 +185,7 @@ TORCH_LIBRARY_IMPL(lrfused, CUDA, m) {
   LRF_IMPL(m, fused_adam_, &fused_adam_kernel<&run_step_cuda>);
   LRF_IMPL(m, advance_, &advance_cuda);
   LRF_IMPL(m, plateau_report_, &plateau_report_cuda);
+  LRF_IMPL(m, greedy_report_, &greedy_report_cuda);
   LRF_IMPL(m, grad_sq_norm, &grad_sq_norm_cuda);
   LRF_IMPL(m, schedule_lrs, &schedule_lrs_cuda);
   LRF_IMPL(m, schedule_momenta, &schedule_momenta_cuda);

@@ -34,6 +34,11 @@ TORCH_LIBRARY(lrfused, m) {
   // ReduceLROnPlateau: feed one metric (0-dim tensor on sched_state's device) to the state machine.
   //   config: the plateau::Config fields (contract.h), then min_lr_0 .. min_lr_{num_groups-1}
   m.def("plateau_report_(Tensor(a!) sched_state, Tensor metric, float[] config, int num_groups) -> ()");
+  // HuggingFace's GreedyLR: the same, with the rest of its state in greedy_state (float64, on the same device).
+  //   config: the greedy::Config fields (contract.h), then min_lrs, max_lrs and initial lrs (num_groups each)
+  m.def(
+      "greedy_report_(Tensor(a!) sched_state, Tensor(b!) greedy_state, Tensor metric, float[] config, "
+      "int num_groups) -> ()");
   // Fused clipping: sum of squares of the (unscaled, when grad_scale is given) gradients of one
   // device and dtype, as a 0-dim float64 tensor on their device (accumulated in float64 on every device).
   m.def("grad_sq_norm(Tensor[] grads, Tensor? grad_scale) -> Tensor");

@@ -27,6 +27,8 @@ using fused_adam_ = void(at::TensorList params, at::TensorList grads, at::Tensor
 using advance_ = void(const at::Tensor& sched_state, const std::optional<at::Tensor>& found_inf);
 using plateau_report_ = void(const at::Tensor& sched_state, const at::Tensor& metric, at::ArrayRef<double> config,
                              int64_t num_groups);
+using greedy_report_ = void(const at::Tensor& sched_state, const at::Tensor& greedy_state, const at::Tensor& metric,
+                            at::ArrayRef<double> config, int64_t num_groups);
 using grad_sq_norm = at::Tensor(at::TensorList grads, const std::optional<at::Tensor>& grad_scale);
 using schedule_lrs = at::Tensor(const at::Tensor& program, const at::Tensor& steps, double base_lr);
 using schedule_momenta = at::Tensor(const at::Tensor& program, const at::Tensor& steps, double fallback);

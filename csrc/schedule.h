@@ -908,5 +908,104 @@ LRF_HD void plateau_step(double* state, int num_groups, double metric, const dou
   state[SCHED_PLATEAU_COOLDOWN] = cooldown_counter;
 }
 
+// HuggingFace's GreedyLR: one reported metric (transformers.optimization.GreedyLR.step, exactly). state: the
+// sched_state (the lrs and the plateau header slots); gs: greedy_state (contract.h); config: the
+// greedy::Config fields, then min_lrs, max_lrs and initial lrs (num_groups each). A zero-initialised
+// greedy_state with a fresh sched_state is a fresh scheduler.
+LRF_HD void greedy_step(double* state, double* gs, int num_groups, double metric, const double* config) {
+  namespace c = greedy;
+  const bool mode_max = config[c::mode_is_max] != 0.0;
+  const double factor = config[c::factor], patience = config[c::patience], threshold = config[c::threshold];
+  const bool thr_abs = config[c::threshold_is_abs] != 0.0;
+  const double eps = config[c::eps];
+  const double* min_lrs = config + c::kFixed;
+  const double* max_lrs = min_lrs + num_groups;
+  const double* init_lrs = max_lrs + num_groups;
+  const double worst = mode_max ? -HUGE_VAL : HUGE_VAL;
+
+  double current = metric;
+  if (config[c::smooth] != 0.0) {  // StreamingAverage.streamavg: append, then drop the oldest past the window
+    const int64_t window = static_cast<int64_t>(config[c::window_size]);
+    double* ring = gs + c::RING;
+    int64_t count = static_cast<int64_t>(gs[c::AVG_COUNT]), head = static_cast<int64_t>(gs[c::AVG_HEAD]);
+    double sum = gs[c::AVG_SUM] + metric;
+    if (count < window) {
+      ring[(head + count) % window] = metric;
+      count += 1;
+    } else {
+      const double removed = ring[head];
+      ring[head] = metric;
+      head = (head + 1) % window;
+      sum -= removed;
+    }
+    gs[c::AVG_COUNT] = static_cast<double>(count);
+    gs[c::AVG_HEAD] = static_cast<double>(head);
+    gs[c::AVG_SUM] = sum;
+    current = sum / static_cast<double>(count);
+  }
+
+  double best = state[SCHED_PLATEAU_EPOCH] == 0.0 ? worst : state[SCHED_PLATEAU_BEST];
+  state[SCHED_PLATEAU_EPOCH] += 1.0;
+  double bad = state[SCHED_PLATEAU_BAD], good = gs[c::GOOD];
+  if (state[SCHED_PLATEAU_COOLDOWN] > 0.0) {
+    state[SCHED_PLATEAU_COOLDOWN] -= 1.0;
+    bad = good = 0.0;
+  } else if (gs[c::WARMUP] > 0.0) {
+    gs[c::WARMUP] -= 1.0;
+    bad = good = 0.0;
+  } else {
+    bool better;
+    if (!mode_max && !thr_abs) better = current < best * (1.0 - threshold);
+    else if (!mode_max) better = current < best - threshold;
+    else if (!thr_abs) better = current > best * (1.0 + threshold);
+    else better = current > best + threshold;
+    if (better) {
+      best = current;
+      bad = 0.0;
+      good += 1.0;
+    } else {
+      bad += 1.0;
+      good = 0.0;
+    }
+    if (good > patience) {  // _increase_lr
+      for (int g = 0; g < num_groups; ++g) {
+        double& lr = state[sched_slot(REGION_PLATEAU_LR, num_groups, g)];
+        const double old_lr = lr;
+        const double up = old_lr / factor;
+        const double new_lr = max_lrs[g] < up ? max_lrs[g] : up;  // Python's min(up, max_lr)
+        if (new_lr - old_lr > eps) lr = new_lr;
+      }
+      gs[c::AT_MIN] = 0.0;
+      gs[c::WARMUP] = config[c::warmup];
+      good = 0.0;
+    } else if (bad > patience) {  // _reduce_lr
+      bool all_at_min = true;
+      for (int g = 0; g < num_groups; ++g) {
+        double& lr = state[sched_slot(REGION_PLATEAU_LR, num_groups, g)];
+        const double old_lr = lr;
+        const double new_lr = detail::max_d(old_lr * factor, min_lrs[g]);
+        if (old_lr - new_lr > eps) lr = new_lr;
+        if (lr > min_lrs[g]) all_at_min = false;
+      }
+      if (all_at_min) {
+        gs[c::AT_MIN] += 1.0;
+        if (config[c::reset_start] - gs[c::AT_MIN] <= 0.0) {  // _reset
+          for (int g = 0; g < num_groups; ++g) state[sched_slot(REGION_PLATEAU_LR, num_groups, g)] = init_lrs[g];
+          best = worst;
+          bad = good = 0.0;
+          gs[c::WARMUP] = 0.0;
+          gs[c::AT_MIN] = 0.0;
+          gs[c::AVG_COUNT] = gs[c::AVG_SUM] = gs[c::AVG_HEAD] = 0.0;
+        }
+      }
+      state[SCHED_PLATEAU_COOLDOWN] = config[c::cooldown];  // after a reset too, as GreedyLR.step does
+      bad = 0.0;
+    }
+  }
+  state[SCHED_PLATEAU_BEST] = best;
+  state[SCHED_PLATEAU_BAD] = bad;
+  gs[c::GOOD] = good;
+}
+
 }  // namespace sched
 }  // namespace lrfused

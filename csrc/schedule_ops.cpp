@@ -50,12 +50,23 @@ void plateau_report_cpu(const at::Tensor& sched_state, const at::Tensor& metric,
   sched::plateau_step(sched_state.data_ptr<double>(), static_cast<int>(num_groups), value, config.data());
 }
 
+void greedy_report_cpu(const at::Tensor& sched_state, const at::Tensor& greedy_state, const at::Tensor& metric,
+                       at::ArrayRef<double> config, int64_t num_groups) {
+  check_greedy_report(sched_state, greedy_state, metric, config, num_groups);
+  TORCH_CHECK(sched_state.device().is_cpu() && metric.device().is_cpu(),
+              "lrfused: greedy_report_ on the CPU needs sched_state, greedy_state and metric on the CPU");
+  const double value = metric.item<double>();
+  sched::greedy_step(sched_state.data_ptr<double>(), greedy_state.data_ptr<double>(), static_cast<int>(num_groups),
+                     value, config.data());
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(lrfused, CPU, m) {
   LRF_IMPL(m, schedule_lrs, &schedule_lrs_cpu);
   LRF_IMPL(m, schedule_momenta, &schedule_momenta_cpu);
   LRF_IMPL(m, plateau_report_, &plateau_report_cpu);
+  LRF_IMPL(m, greedy_report_, &greedy_report_cpu);
 }
 
 }  // namespace lrfused

@@ -106,6 +106,28 @@ void check_plateau_report(const at::Tensor& state, const at::Tensor& metric, at:
   TORCH_CHECK(metric.defined() && metric.numel() == 1, "lrfused: plateau_report_ metric must be a 1-element tensor");
 }
 
+void check_greedy_report(const at::Tensor& state, const at::Tensor& greedy_state, const at::Tensor& metric,
+                         at::ArrayRef<double> config, int64_t num_groups) {
+  TORCH_CHECK(num_groups >= 1 && num_groups <= 1000000, "lrfused: greedy_report_ needs 1 to 1000000 groups, got ",
+              num_groups);
+  check_sched_state(state, num_groups);
+  TORCH_CHECK(static_cast<int64_t>(config.size()) == greedy::kFixed + 3 * num_groups,
+              "lrfused: greedy_report_ config must hold ", static_cast<int>(greedy::kFixed),
+              " + 3 * num_groups = ", greedy::kFixed + 3 * num_groups, " values, got ", config.size());
+  const double window = config[greedy::window_size];
+  TORCH_CHECK(window >= 1 && window <= 1e7 && window == static_cast<double>(static_cast<int64_t>(window)),
+              "lrfused: greedy_report_ window_size must be an integer in [1, 1e7], got ", window);
+  TORCH_CHECK(greedy_state.defined() && greedy_state.scalar_type() == at::kDouble && greedy_state.dim() == 1 &&
+                  greedy_state.is_contiguous() &&
+                  greedy_state.numel() == greedy::state_size(static_cast<int64_t>(window)),
+              "lrfused: greedy_state must be a contiguous 1-D float64 tensor of ",
+              greedy::state_size(static_cast<int64_t>(window)), " values (window_size + ",
+              static_cast<int>(greedy::RING), ")");
+  TORCH_CHECK(greedy_state.device() == state.device(), "lrfused: greedy_state is on ", greedy_state.device(),
+              " but sched_state is on ", state.device());
+  TORCH_CHECK(metric.defined() && metric.numel() == 1, "lrfused: greedy_report_ metric must be a 1-element tensor");
+}
+
 std::vector<at::Tensor> flat_grads(at::TensorList grads) {
   std::vector<at::Tensor> flat(grads.size());
   for (size_t i = 0; i < grads.size(); ++i) {

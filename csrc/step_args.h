@@ -71,6 +71,12 @@ void check_scalar_arg(const std::optional<at::Tensor>& t, const c10::Device& dev
 void check_plateau_report(const at::Tensor& state, const at::Tensor& metric, at::ArrayRef<double> config,
                           int64_t num_groups);
 
+// The arguments of greedy_report_ that do not depend on the backend: as plateau_report_'s, with the
+// greedy::Config fields and three lists of num_groups values, and greedy_state: a contiguous 1-D float64
+// tensor of greedy::state_size(window_size) slots on sched_state's device.
+void check_greedy_report(const at::Tensor& state, const at::Tensor& greedy_state, const at::Tensor& metric,
+                         at::ArrayRef<double> config, int64_t num_groups);
+
 // grad_sq_norm's gradients, checked (one device, one dtype, dense layouts of any strides) and returned as
 // the flat real views the kernels read: a non-dense gradient as a contiguous copy (read only).
 std::vector<at::Tensor> flat_grads(at::TensorList grads);

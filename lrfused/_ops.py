@@ -37,6 +37,11 @@ def _plateau_report_fake(sched_state, metric, config, num_groups):
     return None
 
 
+@torch.library.register_fake("lrfused::greedy_report_")
+def _greedy_report_fake(sched_state, greedy_state, metric, config, num_groups):
+    return None
+
+
 @torch.library.register_fake("lrfused::grad_sq_norm")
 def _grad_sq_norm_fake(grads, grad_scale):
     device = grads[0].device if grads else torch.device("cpu")

@@ -28,6 +28,9 @@ RECORDS: dict[str, tuple] = {name: tuple(f) for name, f in _TABLES["records"].it
 ENUMS: dict[str, dict] = {name: dict(e) for name, e in _TABLES["enums"].items()}
 
 PLATEAU_CONFIG: tuple = tuple(_TABLES["plateau_config"])
+#: HuggingFace GreedyLR's configuration fields, and the slots of its ``greedy_state`` (the ring from ``ring``).
+GREEDY_CONFIG: tuple = tuple(_TABLES["greedy_config"])
+GREEDY_SLOTS: dict = dict(_TABLES["greedy_slots"])
 OPTIMIZER = types.SimpleNamespace(**dict(_TABLES["optimizers"]))
 FLAG = types.SimpleNamespace(**dict(_TABLES["flags"]))
 #: The per-step hyperparameters of each optimizer family, by slot.
@@ -68,6 +71,19 @@ def plateau_config(fields: Mapping[str, float], min_lrs: Sequence[float]) -> lis
     if set(fields) != set(PLATEAU_CONFIG):
         raise AssertionError(f"lrfused: plateau config with {sorted(fields)}, contract has {list(PLATEAU_CONFIG)}")
     return [float(fields[n]) for n in PLATEAU_CONFIG] + [float(m) for m in min_lrs]
+
+
+def greedy_config(fields: Mapping[str, float], min_lrs: Sequence[float], max_lrs: Sequence[float],
+                  init_lrs: Sequence[float]) -> list:
+    """The ``config`` argument of ``lrfused::greedy_report_``."""
+    if set(fields) != set(GREEDY_CONFIG):
+        raise AssertionError(f"lrfused: greedy config with {sorted(fields)}, contract has {list(GREEDY_CONFIG)}")
+    return [float(fields[n]) for n in GREEDY_CONFIG] + [float(v) for v in (*min_lrs, *max_lrs, *init_lrs)]
+
+
+def greedy_state_size(window_size: int) -> int:
+    """Number of float64 slots of a GreedyLR ``greedy_state`` with this smoothing window."""
+    return GREEDY_SLOTS["ring"] + int(window_size)
 
 
 class SchedLayout:

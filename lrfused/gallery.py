@@ -5,7 +5,7 @@ into one PNG grid.
 
 Each panel shows lr / base_lr against the step, evaluated by the same C++ the kernels run; where a
 policy cycles momentum, momentum is drawn dashed on a second axis. ReduceLROnPlateau panels feed the
-plateau_report_ op a synthetic loss curve (shown dotted) once per step.
+plateau_report_ op (GreedyLR: greedy_report_) a synthetic loss curve (shown dotted) once per step.
 """
 from __future__ import annotations
 
@@ -51,6 +51,7 @@ def entries():
         ("hf: polynomial", S.get_schedule("polynomial", 10, N, power=2.0, lr_init=1.0, lr_end=0.05)),
         ("hf: inverse_sqrt", S.get_schedule("inverse_sqrt", 10)),
         ("hf: reduce_lr_on_plateau", S.get_schedule("reduce_lr_on_plateau", factor=0.3, patience=8)),
+        ("hf: greedy", S.get_schedule("greedy", factor=0.8, patience=2, min_lr=0.05, smooth=True, window_size=5)),
         ("hf: cosine_with_min_lr", S.get_schedule("cosine_with_min_lr", 10, N, min_lr_rate=0.1)),
         ("hf: cosine_warmup_with_min_lr", S.get_schedule("cosine_warmup_with_min_lr", 10, N, min_lr_rate=0.1)),
         ("hf: warmup_stable_decay", S.get_schedule("warmup_stable_decay", 10, N, num_decay_steps=30,
@@ -87,18 +88,19 @@ def _synthetic_loss(n):
 
 
 def _plateau_lrs(schedule, n):
-    """lr per step when the loss curve is reported once per step (through the plateau_report_ op)."""
+    """lr per step when the loss curve is reported once per step (through the schedule's report op)."""
     from .contract import SchedLayout
 
     layout = SchedLayout(1)
     state = torch.zeros(layout.size, dtype=torch.float64)
+    report_state = torch.zeros(schedule._report_state_size(), dtype=torch.float64)
     slot = layout.slot("plateau_lr", 0)
     state[slot] = 1.0
-    config = schedule.plateau_config(1)
+    config = schedule._report_config([1.0])
     out = []
     for metric in _synthetic_loss(n):
         out.append(state[slot].item())
-        torch.ops.lrfused.plateau_report_(state, torch.tensor(metric, dtype=torch.float64), config, 1)
+        schedule._report(state, report_state, torch.tensor(metric, dtype=torch.float64), config, 1)
     return out
 
 

@@ -9,7 +9,8 @@ import torch
 import lrfused
 from lrfused import _ops
 
-EXPECTED_OPS = {"fused_sgd_", "fused_adam_", "advance_", "plateau_report_", "grad_sq_norm", "schedule_lrs", "schedule_momenta"}
+EXPECTED_OPS = {"fused_sgd_", "fused_adam_", "advance_", "plateau_report_", "greedy_report_", "grad_sq_norm", "schedule_lrs",
+                "schedule_momenta"}
 
 
 def _lrfused_ops():

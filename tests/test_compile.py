@@ -10,6 +10,7 @@ from torch import nn
 from torch._dynamo.testing import CompileCounterWithBackend
 
 import lrfused
+from lrfused import contract
 from lrfused import schedules as S
 from lrfused.contract import SchedLayout
 
@@ -328,6 +329,11 @@ def _opcheck_samples(device):
         "advance_": [((state.clone(), None), {})],
         "plateau_report_": [((state.clone(), torch.tensor(2.0, dtype=torch.float64, device=device),
                               S.ReduceLROnPlateau(patience=0).plateau_config(2), 2), {})],
+        "greedy_report_": [((state.clone(), torch.zeros(contract.greedy_state_size(3), dtype=torch.float64,
+                                                         device=device),
+                             torch.tensor(2.0, dtype=torch.float64, device=device),
+                             S.get_schedule("greedy", patience=0, smooth=True, window_size=3).greedy_config([0.1, 0.2]),
+                             2), {})],
         "grad_sq_norm": [((grads, None), {}), ((grads, torch.tensor(8.0, device=device)), {})],
         "schedule_lrs": [((program, torch.arange(12, device=device), 0.5), {})],
         "schedule_momenta": [((program, torch.arange(12, device=device), 0.9), {})],

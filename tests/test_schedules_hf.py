@@ -164,13 +164,15 @@ def test_hf_name_matches_live_transformers(case):
     assert bool(((actual - expected[0]).abs() <= 1e-9 * B + 1e-7 * expected[0].abs()).all())
 
 
-def test_hf_reduce_lr_on_plateau_and_constant():
+def test_hf_reduce_lr_on_plateau_greedy_and_constant():
     s = S.get_schedule("reduce_lr_on_plateau", patience=3, factor=0.5)
     assert s == S.ReduceLROnPlateau(patience=3, factor=0.5) and s.is_plateau
+    g = S.get_schedule("greedy", None, None, patience=3, factor=0.5, smooth=True)  # no warmup or total needed
+    assert g == S.GreedyLR(patience=3, factor=0.5, smooth=True) and g.is_plateau and g != s
     assert S.get_schedule("constant") == S.Constant()
 
 
-@pytest.mark.parametrize("name", [n for n in S.HF_NAMES if n not in ("constant", "reduce_lr_on_plateau")])
+@pytest.mark.parametrize("name", [n for n in S.HF_NAMES if n not in ("constant", "reduce_lr_on_plateau", "greedy")])
 def test_hf_missing_warmup_is_named(name):
     kw = {"num_decay_steps": 3} if name == "warmup_stable_decay" else {}
     kw.update({"min_lr_rate": 0.1} if "min_lr" in name else {})

@@ -58,6 +58,11 @@ const char* launch_advance(double* sched_state, const float* found_inf, cudaStre
 const char* launch_plateau_report(double* sched_state, int num_groups, const double* metric,
                                   const double* config, int config_len, cudaStream_t stream);
 
+// GreedyLR: one thread runs sched::greedy_step(sched_state, greedy_state, num_groups, *metric, config), config
+// (greedy::kFixed + 3 * num_groups doubles, num_groups at most plateau::kMaxGroupsCuda) passed by value.
+const char* launch_greedy_report(double* sched_state, double* greedy_state, int num_groups, const double* metric,
+                                 const double* config, int config_len, cudaStream_t stream);
+
 // Squared L2 norm of many tensors (fused gradient clipping): *out = sum_i sum_j g_ij^2, divided by
 // (*grad_scale)^2 when grad_scale is given. Deterministic: one partial per chunk in `workspace`
 // (float64, at least grad_sq_norm_workspace_size(...) entries), reduced in a fixed order; squares are

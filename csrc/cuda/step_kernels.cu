@@ -157,5 +157,37 @@ const char* launch_plateau_report(double* sched_state, int num_groups, const dou
   return launch_kernel(&plateau_kernel, 1, 1, stream, args);
 }
 
+namespace {
+struct GreedyArgs {
+  double config[greedy::kFixed + 3 * plateau::kMaxGroupsCuda];
+  double* sched_state;
+  double* greedy_state;
+  const double* metric;
+  int num_groups;
+};
+
+__global__ void greedy_kernel(const GreedyArgs args) {
+  double config[greedy::kFixed + 3 * plateau::kMaxGroupsCuda];
+  const int n = greedy::kFixed + 3 * args.num_groups;
+  for (int i = 0; i < n; ++i) config[i] = args.config[i];
+  sched::greedy_step(args.sched_state, args.greedy_state, args.num_groups, *args.metric, config);
+}
+}  // namespace
+
+const char* launch_greedy_report(double* sched_state, double* greedy_state, int num_groups, const double* metric,
+                                 const double* config, int config_len, cudaStream_t stream) {
+  if (num_groups < 1 || num_groups > plateau::kMaxGroupsCuda)
+    return "lrfused: greedy_report_ supports 1 to 64 param groups";
+  if (config_len != greedy::kFixed + 3 * num_groups)
+    return "lrfused: greedy_report_ config must have greedy::kFixed + 3 * num_groups entries";
+  GreedyArgs args{};
+  for (int i = 0; i < config_len; ++i) args.config[i] = config[i];
+  args.sched_state = sched_state;
+  args.greedy_state = greedy_state;
+  args.metric = metric;
+  args.num_groups = num_groups;
+  return launch_kernel(&greedy_kernel, 1, 1, stream, args);
+}
+
 }  // namespace gpu
 }  // namespace lrfused

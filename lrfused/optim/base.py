@@ -66,6 +66,7 @@ class _FusedOptimizer(StepMixin, ScheduleStateMixin, CheckpointMixin, torch.opti
         self._plan = None
         self._plan_signature = None
         self._sched_states: dict[torch.device, torch.Tensor] = {}
+        self._report_states: dict[torch.device, torch.Tensor] = {}  # see _report_state
         # (group index, number of groups, device) -> (schedule, its program on that device): packed and
         # copied once, since a host-to-device copy per step would synchronise and break graph capture.
         self._programs: dict[tuple, tuple] = {}
@@ -273,13 +274,23 @@ class _FusedOptimizer(StepMixin, ScheduleStateMixin, CheckpointMixin, torch.opti
         else:
             raise TypeError(f"lrfused: report() takes a number or a 0-dim tensor, got {type(metric).__name__}")
         devices = {p.device for group in self.param_groups for p in group["params"]} or {torch.device("cpu")}
-        config = plateau.plateau_config(len(self.param_groups))
+        num_groups = len(self.param_groups)
+        config = plateau._report_config([self._base_lr(group) for group in self.param_groups])
         for device in devices:
             self._sched_state(device)
+            self._report_state(device, plateau)
         self._absorb_lr_writes()  # a write before the report is the lr the plateau reduces from, as in torch
         for device in devices:
-            state = self._sched_state(device)
             value = metric if isinstance(metric, torch.Tensor) else torch.tensor(float(metric), dtype=torch.float64)
-            ops.plateau_report_(state, value.to(device=device, dtype=torch.float64).reshape(()), config,
-                                len(self.param_groups))
+            plateau._report(self._sched_state(device), self._report_state(device, plateau),
+                            value.to(device=device, dtype=torch.float64).reshape(()), config, num_groups)
         self._publish_lrs()
+
+    def _report_state(self, device: torch.device, plateau) -> torch.Tensor:
+        """The state a metric-driven schedule keeps besides sched_state (GreedyLR's counters and smoothing
+        window), per device, zero (fresh) until the first report."""
+        size = plateau._report_state_size()
+        state = self._report_states.get(device)
+        if state is None or state.numel() != size:
+            state = self._report_states[device] = torch.zeros(size, dtype=torch.float64, device=device)
+        return state

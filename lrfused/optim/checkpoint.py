@@ -12,8 +12,8 @@ class CheckpointMixin:
     ``_required_loaded_keys``, ``_check_loaded_group_meaning``, ``_validate_group`` and the schedule state."""
 
     # ---- pickling ------------------------------------------------------------------------------
-    _EXTRA_ATTRS = ("_state_dtype", "_max_grad_norm", "_clip_buffer", "_sched_states", "_host_steps",
-                    "_has_dtensor")
+    _EXTRA_ATTRS = ("_state_dtype", "_max_grad_norm", "_clip_buffer", "_sched_states", "_report_states",
+                    "_host_steps", "_has_dtensor")
 
     def __getstate__(self):
         state = super().__getstate__()  # defaults, state, param_groups
@@ -22,6 +22,7 @@ class CheckpointMixin:
 
     def __setstate__(self, state):
         super().__setstate__(state)
+        self.__dict__.setdefault("_report_states", {})  # pickles from before GreedyLR
         self._plan = None
         self._plan_signature = None
         self._programs = {}
@@ -41,6 +42,7 @@ class CheckpointMixin:
             if "betas" in group and ours(group["betas"][0]):
                 group["betas"] = (float(group["betas"][0]), group["betas"][1])
         sd["lrfused"] = {"sched_state": {str(d): s.detach().cpu().clone() for d, s in self._sched_states.items()},
+                         "report_state": {str(d): s.detach().cpu().clone() for d, s in self._report_states.items()},
                          "host_steps": self._host_steps}
         return sd
 
@@ -65,6 +67,7 @@ class CheckpointMixin:
                 if state:
                     self._adopt_loaded_state(p, group, state)
         self._sched_states = {}
+        self._report_states = {}
         self._programs = {}
         self._lr_views = None
         for g, group in enumerate(self.param_groups):
@@ -76,11 +79,28 @@ class CheckpointMixin:
         if extra is not None:
             self._host_steps = int(extra.get("host_steps", 0))
             self._sched_states = self._map_saved_sched_states(extra.get("sched_state", {}))
+            self._report_states = self._map_saved_report_states(extra.get("report_state", {}))
         else:  # a torch optimizer's checkpoint: the schedule position is the parameters' step count
             self._host_steps = int(max((float(st["step"]) for st in self.state.values() if "step" in st), default=0))
             for device in {p.device for g in self.param_groups for p in g["params"]}:
                 self._sched_state(device)[SchedLayout.STEP] = self._host_steps
         self._invalidate()
+
+    def _map_saved_report_states(self, saved: dict) -> dict:
+        """GreedyLR's saved state, on the devices of the parameters: by name, else any saved one (every
+        device's copy is fed the same metrics, so they agree). A size that does not fit this optimizer's
+        schedule (another smoothing window) is dropped: the machine starts fresh, as a new GreedyLR would."""
+        saved = {str(name): s for name, s in saved.items()}
+        plateau = self._plateau_schedule()
+        if not saved or plateau is None:
+            return {}
+        devices = {p.device for g in self.param_groups for p in g["params"]}
+        out = {}
+        for device in devices:
+            s = saved.get(str(device), next(iter(saved.values())))
+            if s.numel() == plateau._report_state_size():
+                out[device] = s.to(device=device, dtype=torch.float64).clone()
+        return out
 
     def _map_saved_sched_states(self, saved: dict) -> dict:
         """The schedule position saved under each device's name, put on the devices that hold the

@@ -7,6 +7,7 @@ import math
 
 import torch
 
+from .. import contract
 from .. import schedules as _schedules
 from ..contract import SchedLayout
 from .checks import _local
@@ -252,8 +253,16 @@ class ScheduleState:
         header = [0.0] * SchedLayout.HEADER if state is None else state[:SchedLayout.HEADER].tolist()  # one read
         reports = int(header[SchedLayout.PLATEAU_EPOCH])
         best = header[SchedLayout.PLATEAU_BEST] if reports else (-math.inf if schedule.mode == "max" else math.inf)
-        return {"best": best, "num_bad_epochs": int(header[SchedLayout.PLATEAU_BAD]),
-                "cooldown_counter": int(header[SchedLayout.PLATEAU_COOLDOWN]), "num_reports": reports}
+        out = {"best": best, "num_bad_epochs": int(header[SchedLayout.PLATEAU_BAD]),
+               "cooldown_counter": int(header[SchedLayout.PLATEAU_COOLDOWN]), "num_reports": reports}
+        if schedule._report_state_size():  # GreedyLR: its counters, under HF's attribute names
+            states = self._optimizer._report_states
+            extra = next(iter(states.values())).tolist()[:contract.GREEDY_SLOTS["ring"]] if states else None
+            slot = contract.GREEDY_SLOTS
+            out.update(num_good_epochs=int(extra[slot["num_good_epochs"]]) if extra else 0,
+                       warmup_counter=int(extra[slot["warmup_counter"]]) if extra else 0,
+                       reset_start=schedule.reset_start - (int(extra[slot["at_min_reductions"]]) if extra else 0))
+        return out
 
     def __repr__(self) -> str:
         return f"ScheduleState(step={self.step}, last_lrs={self.last_lrs})"

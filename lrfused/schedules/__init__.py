@@ -18,7 +18,7 @@ from .base import DEFAULT_TABULATE_STEPS, Constant, Schedule
 from .composites import ChainedScheduler, Clamp, PerEpoch, Restart, SequentialLR
 from .deepspeed import from_deepspeed
 from .from_torch import from_torch
-from .hf import HF_NAMES, HFSchedule, get_schedule
+from .hf import HF_NAMES, GreedyLR, HFSchedule, get_schedule
 from .plot import plot
 from .torch_policies import (ConstantLR, CosineAnnealingLR, CosineAnnealingWarmRestarts, CyclicLR, ExponentialLR,
                              LambdaLR, LinearLR, MultiplicativeLR, MultiStepLR, OneCycleLR, PolynomialLR,
@@ -29,7 +29,7 @@ __all__ = [
     "Schedule", "Constant", "LambdaLR", "MultiplicativeLR", "StepLR", "MultiStepLR", "ConstantLR",
     "LinearLR", "ExponentialLR", "PolynomialLR", "CosineAnnealingLR", "CosineAnnealingWarmRestarts",
     "CyclicLR", "OneCycleLR", "ReduceLROnPlateau", "SequentialLR", "ChainedScheduler", "PerEpoch",
-    "HFSchedule", "get_schedule", "from_torch", "plot", "HF_NAMES", "DEFAULT_TABULATE_STEPS", "Clamp", "Restart",
+    "HFSchedule", "GreedyLR", "get_schedule", "from_torch", "plot", "HF_NAMES", "DEFAULT_TABULATE_STEPS", "Clamp", "Restart",
     "from_timm", "from_deepspeed", "timm", "deepspeed", "optax",
 ]
 

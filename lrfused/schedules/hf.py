@@ -1,8 +1,10 @@
 """HuggingFace transformers' named schedules: ``get_schedule(name, ...)`` without the optimizer."""
 from __future__ import annotations
 
+import torch
+
 from .. import contract
-from .base import Constant, Schedule, _check_nonneg_int, _check_pos_int, _check_real, _is_int
+from .base import Constant, Schedule, _check_nonneg_int, _check_pos_int, _check_real, _is_int, _real_or_list
 from .torch_policies import ReduceLROnPlateau
 
 # ----------------------------------------------------------------------------------------------------
@@ -33,9 +35,69 @@ class HFSchedule(Schedule):
         return contract.node(kind, dict(zip(contract.FIELDS[kind], self.params)))
 
 
+class GreedyLR(ReduceLROnPlateau):
+    """HuggingFace's GreedyLR (``get_schedule("greedy", ...)``), fed through ``opt.report(metric)``: the lr
+    goes down by ``factor`` after ``patience`` bad reports and up (÷ factor) after ``patience`` good ones,
+    within [min_lr, max_lr]; after ``reset_start`` reductions with every group at min_lr, it starts over
+    from the groups' initial lrs. ``smooth`` averages the metric over the last ``window_size`` reports. Its
+    state lives on the device (greedy_report_). ``verbose`` is accepted and prints nothing: the lr changes
+    on the device."""
+
+    _fields = ("mode", "factor", "patience", "threshold", "threshold_mode", "cooldown", "warmup", "min_lr",
+               "max_lr", "eps", "verbose", "smooth", "window_size", "reset_start")
+
+    def __init__(self, mode: str = "min", factor: float = 0.95, patience: int = 10, threshold: float = 1e-6,
+                 threshold_mode: str = "abs", cooldown: int = 0, warmup: int = 0, min_lr=1e-3, max_lr=1.0,
+                 eps: float = 1e-8, verbose: bool = False, smooth: bool = False, window_size: int = 50,
+                 reset_start: int = 500):
+        super().__init__(mode, factor, patience, threshold, threshold_mode, cooldown, min_lr, eps)
+        self._set(warmup=_check_nonneg_int("warmup", warmup), max_lr=_real_or_list("max_lr", max_lr),
+                  verbose=bool(verbose), smooth=bool(smooth),
+                  window_size=_check_pos_int("window_size", window_size), reset_start=_int("reset_start", reset_start))
+
+    def _group_count_hint(self):
+        lists = [v for v in (self.min_lr, self.max_lr) if isinstance(v, tuple)]
+        return len(lists[0]) if lists else None
+
+    def _lists(self, name, value, num_groups):
+        if isinstance(value, tuple):
+            if len(value) != num_groups:
+                raise ValueError(f"expected {num_groups} {name}s, got {len(value)}")
+            return list(value)
+        return [value] * num_groups
+
+    def greedy_config(self, base_lrs) -> list:
+        """The ``config`` list of the greedy_report_ op for groups whose initial lrs are ``base_lrs``."""
+        n = len(base_lrs)
+        fields = dict(mode_is_max=self.mode == "max", factor=self.factor, patience=self.patience,
+                      threshold=self.threshold, threshold_is_abs=self.threshold_mode == "abs", cooldown=self.cooldown,
+                      warmup=self.warmup, eps=self.eps, reset_start=self.reset_start, smooth=self.smooth,
+                      window_size=self.window_size)
+        return contract.greedy_config(fields, self._lists("min_lr", self.min_lr, n),
+                                      self._lists("max_lr", self.max_lr, n), base_lrs)
+
+    def plateau_config(self, num_groups: int) -> list:
+        raise ValueError("GreedyLR is fed through greedy_report_ (greedy_config), not plateau_report_")
+
+    def _report_state_size(self) -> int:
+        return contract.greedy_state_size(self.window_size)
+
+    def _report_config(self, base_lrs) -> list:
+        return self.greedy_config(base_lrs)
+
+    def _report(self, sched_state, report_state, metric, config, num_groups) -> None:
+        torch.ops.lrfused.greedy_report_(sched_state, report_state, metric, config, num_groups)
+
+
+def _int(name, v) -> int:
+    if not _is_int(v):
+        raise TypeError(f"{name} must be an integer, got {v!r}")
+    return int(v)
+
+
 HF_NAMES = ("constant", "constant_with_warmup", "linear", "cosine", "cosine_with_restarts", "polynomial",
             "inverse_sqrt", "reduce_lr_on_plateau", "cosine_with_min_lr", "cosine_warmup_with_min_lr",
-            "warmup_stable_decay")
+            "warmup_stable_decay", "greedy")
 
 _HF_KWARGS = {
     "constant": (),
@@ -81,6 +143,8 @@ def get_schedule(name: str, num_warmup_steps=None, num_training_steps=None, **kw
         raise ValueError(f"unknown schedule name {name!r}; expected one of {', '.join(HF_NAMES)}")
     if name == "reduce_lr_on_plateau":
         return ReduceLROnPlateau(**kwargs)
+    if name == "greedy":
+        return GreedyLR(**kwargs)
     allowed = _HF_KWARGS[name]
     unexpected = sorted(set(kwargs) - set(allowed))
     if unexpected:

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from typing import Iterable
 
+import torch
+
 from .. import contract
 from .base import (Schedule, _check_nonneg_int, _check_pos_int, _check_real, _is_int, _is_real, _per_group,
                    _real_or_list, _tabulate)
@@ -410,6 +412,18 @@ class ReduceLROnPlateau(Schedule):
                       threshold=self.threshold, threshold_is_abs=self.threshold_mode == "abs", cooldown=self.cooldown,
                       eps=self.eps)
         return contract.plateau_config(fields, min_lrs)
+
+    # ---- what opt.report() runs --------------------------------------------------------------------
+    def _report_state_size(self) -> int:
+        """Slots of the float64 state the metric machine keeps besides sched_state (0: none)."""
+        return 0
+
+    def _report_config(self, base_lrs) -> list:
+        """The op's config for groups whose initial lrs are ``base_lrs`` (raises on a per-group list mismatch)."""
+        return self.plateau_config(len(base_lrs))
+
+    def _report(self, sched_state, report_state, metric, config, num_groups) -> None:
+        torch.ops.lrfused.plateau_report_(sched_state, metric, config, num_groups)
 
     def _pack_node(self, g, n):
         return contract.node("PLATEAU", {})
