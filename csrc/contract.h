@@ -21,6 +21,7 @@ namespace lrfused {
 //   SEQUENTIAL   count - 1 milestones, then count child nodes
 //   CHAINED      count child nodes            PER_EPOCH   one child node
 //   CLAMP, RESTART  one child node            NOISE       count noise values, then one child node
+//   HYPERS       count hyperparameter slots, then count + 1 child nodes (the lr schedule first)
 //   TIMM         count milestones (MULTI_STEP shape)
 //   OPTAX_PIECEWISE_CONSTANT     count (boundary, scale) pairs
 //   OPTAX_PIECEWISE_INTERPOLATE  count boundaries, then count values
@@ -50,6 +51,11 @@ namespace lrfused {
 #define LRF_FIELDS_CLAMP(F) F(min_lr) F(max_lr)
 #define LRF_FIELDS_RESTART(F) F(period)
 #define LRF_FIELDS_NOISE(F) F(start) F(count)
+// A group's lr schedule together with schedules of its other hyperparameters: count hyperparameter slots
+// (HYPER_*) follow, then the lr schedule, then one schedule per slot, each evaluated with the group's value
+// of that hyperparameter as its base. wd_follows_lr: weight decay scaled by lr_k / base_lr (timm's
+// corrected_weight_decay) when weight decay has no schedule of its own.
+#define LRF_FIELDS_HYPERS(F) F(count) F(wd_follows_lr)
 // timm's schedulers (timm.scheduler), one leaf: shape TIMM_SHAPE_*; the base value is the group's lr.
 // MULTI_STEP: count milestones (decay_t) follow, in the caller's order (timm bisects them as given).
 #define LRF_FIELDS_TIMM(F)                                                                               \
@@ -97,7 +103,7 @@ namespace lrfused {
   X(ONE_CYCLE, 11) X(PLATEAU, 12) X(SEQUENTIAL, 13) X(CHAINED, 14) X(PER_EPOCH, 15)                       \
   X(HF_CONSTANT_WITH_WARMUP, 20) X(HF_LINEAR, 21) X(HF_COSINE, 22) X(HF_COSINE_RESTARTS, 23)              \
   X(HF_POLYNOMIAL, 24) X(HF_INVERSE_SQRT, 25) X(HF_COSINE_WARMUP_MIN_LR, 26) X(HF_WSD, 27)                \
-  X(CLAMP, 16) X(RESTART, 17) X(NOISE, 18) X(TIMM, 30)                                                     \
+  X(CLAMP, 16) X(RESTART, 17) X(NOISE, 18) X(HYPERS, 19) X(TIMM, 30)                                                     \
   X(DS_WARMUP, 40) X(DS_RANGE_TEST, 41) X(DS_ONE_CYCLE, 42)                                                \
   X(OPTAX_POLYNOMIAL, 50) X(OPTAX_EXPONENTIAL, 51) X(OPTAX_COSINE, 52) X(OPTAX_PIECEWISE_CONSTANT, 53)     \
   X(OPTAX_PIECEWISE_INTERPOLATE, 54)
@@ -193,7 +199,10 @@ LRF_HD int64_t state_size(int64_t window_size) { return RING + window_size; }
   X(SCHED_PLATEAU_COOLDOWN, 3, plateau_cooldown) /* cooldown_counter */                                  \
   X(SCHED_PLATEAU_EPOCH, 4, plateau_epoch)     /* number of metrics reported */                          \
   X(SCHED_SCHEDULED_MOMENTUM, 5, scheduled_momentum) /* CUDA scratch: momentum|beta1 of the launch */    \
-  X(SCHED_HEADER, 8, header)                   /* first per-group slot */
+  X(SCHED_SCHEDULED_DAMPENING_BETA2, 6, scheduled_dampening_beta2) /* CUDA scratch: the launch's ... */  \
+  X(SCHED_SCHEDULED_EPS, 7, scheduled_eps)     /* ... scheduled hyperparameters (HYPERS programs) */     \
+  X(SCHED_SCHEDULED_WEIGHT_DECAY, 8, scheduled_weight_decay)                                             \
+  X(SCHED_HEADER, 12, header)                  /* first per-group slot (9-11 reserved) */
 // The per-group regions, in order. X(NAME, region, python name)
 #define LRF_SCHED_REGIONS(X)                                                                             \
   X(REGION_LAST_LR, 0, last_lr)             /* lr applied by the latest step */                          \
@@ -235,6 +244,16 @@ enum OptFlags : int { LRF_OPT_FLAGS(LRF_VALUE_ENUM3) };
 constexpr int kAllFlags = 0 LRF_OPT_FLAGS(LRF_FLAG_OR);
 #undef LRF_FLAG_OR
 enum HyperSlot : int { LRF_HYPERS(LRF_VALUE_ENUM4) HYPER_COUNT };
+// The sched_state scratch slot where the CUDA schedule kernel leaves a launch's value of hyperparameter h.
+LRF_HD int scheduled_hyper_slot(int h) {
+  switch (h) {
+    case HYPER_MOMENTUM_BETA1: return SCHED_SCHEDULED_MOMENTUM;
+    case HYPER_DAMPENING_BETA2: return SCHED_SCHEDULED_DAMPENING_BETA2;
+    case HYPER_EPS: return SCHED_SCHEDULED_EPS;
+    case HYPER_WEIGHT_DECAY: return SCHED_SCHEDULED_WEIGHT_DECAY;
+    default: return -1;  // the lr has its per-group regions
+  }
+}
 #undef LRF_VALUE_ENUM3
 #undef LRF_VALUE_ENUM4
 

@@ -100,6 +100,9 @@ LRF_HD bool expand(const double* n, int64_t k, Frame* stack, int& top) {
         stack[top++] = Frame{wrapped_child(n), k, false};
       }
       return true;
+    case HYPERS:  // the lr (and momentum) come from the first child, the lr schedule
+      if (top < kMaxStack) stack[top++] = Frame{p + field::HYPERS::kFixed + as_int(p[field::HYPERS::count]), k, false};
+      return true;
     case RESTART: {
       const int64_t period = as_int(p[field::RESTART::period]);
       if (top < kMaxStack) stack[top++] = Frame{wrapped_child(n), period > 0 ? k % period : k, false};
@@ -649,6 +652,24 @@ LRF_HD double momentum_at(const double* prog, int64_t k, double fallback) {
   return m;
 }
 
+// Hyperparameter `slot` (HYPER_*) at step k for a group whose value of it is `base`: the program's schedule
+// for that slot when its root is a HYPERS node with one, else `base` (weight decay: base * lr_k / base_lr with
+// wd_follows_lr; lr_k is the step's lr).
+LRF_HD double hyper_at(const double* prog, int slot, int64_t k, double base, double lr_k, double base_lr) {
+  if (detail::kind_of(prog) != HYPERS) return base;
+  namespace f = field::HYPERS;
+  const double* p = detail::fields_of(prog);
+  const int64_t count = detail::as_int(p[f::count]);
+  const double* child = p + f::kFixed + count;
+  child += detail::len_of(child);  // past the lr schedule
+  for (int64_t i = 0; i < count; ++i) {
+    if (detail::as_int(p[f::kFixed + i]) == slot) return lr_at(child, k, base, nullptr);
+    child += detail::len_of(child);
+  }
+  if (slot == HYPER_WEIGHT_DECAY && p[f::wd_follows_lr] != 0.0 && base_lr != 0.0) return base * (lr_k / base_lr);
+  return base;
+}
+
 // Whether `prog` (len doubles) is a program the evaluators above can run: known kinds, node lengths that
 // match their kind's parameters and stay inside the program, integer slots that are integers in range,
 // positive divisors (STEP's step_size, PER_EPOCH's steps_per_epoch, CosineAnnealingWarmRestarts' T_0 and
@@ -769,6 +790,34 @@ inline int64_t check_node(const double* prog, int64_t at, int64_t end, int depth
         if (child_need < 0) return -1;
         const int64_t below = kind == CHAINED ? count - 1 - i : 0;  // frames still waiting under it
         if (below + child_need > need) need = below + child_need;
+        child += len_of(prog + child);
+      }
+      if (child != at + len) { *why = "schedule program: children do not fill their parent"; return -1; }
+      return need;
+    }
+    case HYPERS: {
+      namespace f = field::HYPERS;
+      if (!is_int_in(p[f::count], 0, 3) || np < f::kFixed + p[f::count]) {
+        *why = "schedule program: bad HYPERS node";
+        return -1;
+      }
+      const int64_t count = static_cast<int64_t>(p[f::count]);
+      for (int64_t i = 0; i < count; ++i) {
+        const double s = p[f::kFixed + i];
+        if (s != HYPER_DAMPENING_BETA2 && s != HYPER_EPS && s != HYPER_WEIGHT_DECAY) {
+          *why = "schedule program: HYPERS schedules dampening|beta2, eps and weight_decay only";
+          return -1;
+        }
+        for (int64_t j = 0; j < i; ++j)
+          if (p[f::kFixed + j] == s) { *why = "schedule program: a HYPERS slot twice"; return -1; }
+      }
+      int64_t child = at + 2 + f::kFixed + count;
+      int64_t need = 1;
+      for (int64_t i = 0; i <= count; ++i) {
+        if (child >= at + len) { *why = "schedule program: HYPERS without its schedules"; return -1; }
+        const int64_t child_need = check_node(prog, child, at + len, depth + 1, why);
+        if (child_need < 0) return -1;
+        if (child_need > need) need = child_need;
         child += len_of(prog + child);
       }
       if (child != at + len) { *why = "schedule program: children do not fill their parent"; return -1; }

@@ -131,6 +131,7 @@ _COMPOSITES = {
     "CLAMP": lambda f: (0, 1),
     "RESTART": lambda f: (0, 1),
     "NOISE": lambda f: (int(f["count"]), 1),
+    "HYPERS": lambda f: (int(f["count"]), int(f["count"]) + 1),
 }
 
 

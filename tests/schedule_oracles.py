@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import functools
 import importlib
+import importlib.machinery
 import importlib.util
+import os
 import pickle
 import sys
 import types
@@ -17,23 +19,39 @@ from lrfused.testing import LR_ATOL_PER_BASE, LR_RTOL, TOLERANCE
 
 
 @functools.lru_cache(maxsize=None)
-def timm_scheduler():
-    """``timm.scheduler``. Its modules need torch alone, but ``timm/__init__`` imports torchvision, whose wheels
-    pin a torch other than the CPU build the tests run on; so where the full import fails, ``timm`` is
-    loaded as a bare namespace and only ``timm.scheduler`` (timm's own, unchanged source) is imported."""
-    spec = importlib.util.find_spec("timm")
+def timm_module(name: str):
+    """A module of timm (``timm.scheduler``, ``timm.optim.adamw``). Those need torch alone, but timm's package
+    ``__init__`` files import torchvision, whose wheels pin a torch other than the CPU build the tests run on;
+    so where the full import fails, ``timm`` and the packages on the way are loaded as bare namespaces and
+    only the modules asked for (timm's own, unchanged source) are imported."""
+    spec = importlib.util.find_spec("timm") if "timm" not in sys.modules else sys.modules["timm"].__spec__
     if spec is None:
         pytest.skip("timm is not installed (make venv installs it)")
     try:
-        return importlib.import_module("timm.scheduler")
+        return importlib.import_module(name)
     except Exception:  # noqa: BLE001 - torchvision missing or mismatched
-        for name in [m for m in sys.modules if m == "timm" or m.startswith("timm.")]:
-            del sys.modules[name]
-        pkg = types.ModuleType("timm")
-        pkg.__path__ = list(spec.submodule_search_locations)
-        pkg.__spec__ = spec
-        sys.modules["timm"] = pkg
-        return importlib.import_module("timm.scheduler")
+        parts = name.split(".")
+        root = list(spec.submodule_search_locations)[0]
+        for i in range(1, len(parts)):  # timm, timm.optim, ...: namespaces without their __init__
+            package = ".".join(parts[:i])
+            if package in _TIMM_STUBS:
+                continue
+            sys.modules.pop(package, None)
+            pkg = types.ModuleType(package)
+            pkg.__path__ = [os.path.join(root, *parts[1:i])]
+            pkg.__spec__ = importlib.machinery.ModuleSpec(package, None, is_package=True)
+            pkg.__spec__.submodule_search_locations = pkg.__path__
+            sys.modules[package] = pkg
+            _TIMM_STUBS.add(package)
+        return importlib.import_module(name)
+
+
+_TIMM_STUBS: set = set()
+
+
+def timm_scheduler():
+    """``timm.scheduler`` (see timm_module)."""
+    return timm_module("timm.scheduler")
 
 
 def deepspeed_lr_schedules():
@@ -149,5 +167,5 @@ def assert_resume_is_exact(opt_cls, schedule, group_lrs, steps=30, **kw):
     assert resumed.get_last_lr() == full.get_last_lr()
 
 
-__all__ = ["timm_scheduler", "deepspeed_lr_schedules", "torch_optimizer", "record", "assert_schedule_lrs",
+__all__ = ["timm_module", "timm_scheduler", "deepspeed_lr_schedules", "torch_optimizer", "record", "assert_schedule_lrs",
            "run_against_recorded", "assert_resume_is_exact", "lrfused"]

@@ -36,6 +36,13 @@ CASES = {
     "adam-deepspeed-onecycle-beta1": (lrfused.Adam, dict(lr=1e-2),
                                       lambda: S.deepspeed.OneCycle(1e-3, 1e-2, cycle_first_step_size=6,
                                                                    decay_lr_rate=0.2, decay_step_size=3)),
+    "adamw-hyper-schedules": (lrfused.AdamW, dict(lr=1e-2, weight_decay=0.1, hyper_schedules={
+        "weight_decay": S.LinearLR(1.0, 0.0, STEPS), "beta2": S.optax.linear_schedule(0.9, 0.999, 10),
+        "eps": S.ExponentialLR(0.9)}), _warmup_cosine),
+    "sgd-dampening-schedule": (lrfused.SGD, dict(lr=1e-2, momentum=0.9, dampening=0.5, weight_decay=1e-3,
+                                                 hyper_schedules={"dampening": S.LinearLR(1.0, 0.0, 12),
+                                                                  "weight_decay": "lr"}),
+                               lambda: S.CosineAnnealingLR(STEPS)),
     "sgd-optax-sgdr-clamped-restarted": (lrfused.SGD, dict(lr=1e-2, momentum=0.9),
                                          lambda: S.optax.sgdr_schedule([
                                              dict(init_value=0.0, peak_value=0.05, warmup_steps=2, decay_steps=6),

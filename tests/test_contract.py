@@ -77,7 +77,17 @@ EXAMPLES = {
     "OPTAX_PIECEWISE_CONSTANT": (S.optax.piecewise_constant_schedule(1.0, {3: 0.5}), {"init_value": 1.0, "count": 1}),
     "OPTAX_PIECEWISE_INTERPOLATE": (S.optax.piecewise_interpolate_schedule("cosine", 1.0, {3: 0.5, 6: 2.0}),
                                     {"init_value": 1.0, "interpolate": contract.ENUMS["anneal"]["COS"], "count": 2}),
+    "HYPERS": (None, {"count": 1, "wd_follows_lr": 1}),  # packed by the optimizer: _program_of below
 }
+
+
+def _program_of(kind):
+    schedule, _ = EXAMPLES[kind]
+    if kind == "HYPERS":  # a group's lr schedule with its hyper_schedules
+        opt = lrfused.AdamW([torch.nn.Parameter(torch.zeros(1))], schedule=S.StepLR(3),
+                            hyper_schedules={"eps": S.StepLR(2), "weight_decay": "lr"})
+        return opt.group_program(0)
+    return schedule.program()
 
 
 def test_every_kind_has_an_example():
@@ -87,8 +97,8 @@ def test_every_kind_has_an_example():
 
 @pytest.mark.parametrize("kind", sorted(EXAMPLES))
 def test_kind_packs_and_round_trips(kind):
-    schedule, fields = EXAMPLES[kind]
-    program = schedule.program()
+    _, fields = EXAMPLES[kind]
+    program = _program_of(kind)
     tree = contract.unpack(program)
     assert tree["kind"] == kind
     assert tree["fields"] == {name: float(v) for name, v in fields.items()}
@@ -203,3 +213,10 @@ def test_dtype_pairs_are_the_kernels(param_dtype, state_dtype):
     p.grad = torch.ones_like(p)
     opt.step()
     assert opt.state[p]["exp_avg"].dtype == state_dtype
+
+
+def test_hypers_node_names_its_slots_by_the_contract():
+    tree = contract.unpack(_program_of("HYPERS"))
+    assert tree["tail"] == [contract.HYPER_FIELDS["ADAM"].index("eps")]
+    assert [c["kind"] for c in tree["children"]] == ["STEP", "STEP"]  # the lr schedule first, then eps's
+    assert [c["fields"]["step_size"] for c in tree["children"]] == [3, 2]

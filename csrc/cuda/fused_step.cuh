@@ -1,6 +1,6 @@
 // The fused optimizer-step kernel, shared by sgd.cu, adam.cu and adamw.cu (so the families compile in
 // parallel). The schedule is evaluated once per launch by the one-thread schedule kernel (step_kernels.cu),
-// which leaves the step's lr and momentum in sched_state. Per block: thread 0 reads them and found_inf,
+// which leaves the step's lr, momentum and other (scheduled or not) hyperparameters in sched_state. Per block: thread 0 reads them and found_inf,
 // computes the tensor's step-dependent scalars once, in double (update_math.h make_*_scalars), and
 // publishes them through shared memory; every thread then streams its share of one 65536-element chunk
 // through math::sgd_update / math::adam_update.
@@ -14,7 +14,7 @@ namespace gpu {
 // Scalars that are the same for every block of a launch.
 struct StepHeader {
   double hyper[HYPER_COUNT];
-  const double* sched_state;  // the step's lr and momentum, written by the schedule kernel
+  const double* sched_state;  // the step's lr, momentum and hyperparameters, written by the schedule kernel
   const float* grad_scale;
   const float* found_inf;
   const float* grad_factor;
@@ -108,7 +108,10 @@ fused_step_kernel(const StepArgs<2 + Pol::kStates, LARGE> args) {
     if (!skip) {
       const double lr = h.sched_state[sched_slot(REGION_LAST_LR, h.num_groups, h.group_index)];
       const double momentum = h.sched_state[SCHED_SCHEDULED_MOMENTUM];
-      s_block = Pol::template make<C>(h, lr, momentum, *args.t.fptr[0][slot]);
+      StepHeader scheduled = h;  // the launch's hyperparameters, as the schedule kernel left them
+      for (const int i : {HYPER_DAMPENING_BETA2, HYPER_EPS, HYPER_WEIGHT_DECAY})
+        scheduled.hyper[i] = h.sched_state[scheduled_hyper_slot(i)];
+      s_block = Pol::template make<C>(scheduled, lr, momentum, *args.t.fptr[0][slot]);
       s_grad_scale = h.grad_scale != nullptr ? static_cast<C>(*h.grad_scale) : C(1);
       s_factor = h.grad_factor != nullptr ? static_cast<C>(*h.grad_factor) : C(1);
     }

@@ -15,8 +15,7 @@ struct ScheduleArgs {
   double* sched_state;
   const double* program;
   const float* found_inf;
-  double base_lr;
-  double base_momentum;
+  double hyper[HYPER_COUNT];  // the group's values (HyperSlot), the schedules' bases
   int group_index;
   int num_groups;
 };
@@ -29,12 +28,16 @@ __global__ void schedule_kernel(const ScheduleArgs a) {
   if (a.found_inf != nullptr && *a.found_inf != 0.0f) return;
   const int64_t k = static_cast<int64_t>(a.sched_state[SCHED_STEP]);
   const double* plateau_lr = a.sched_state + sched_slot(REGION_PLATEAU_LR, a.num_groups, a.group_index);
-  a.sched_state[sched_slot(REGION_LAST_LR, a.num_groups, a.group_index)] = sched::lr_at(a.program, k, a.base_lr, plateau_lr);
-  a.sched_state[SCHED_SCHEDULED_MOMENTUM] = sched::momentum_at(a.program, k, a.base_momentum);
+  const double base_lr = a.hyper[HYPER_LR], base_momentum = a.hyper[HYPER_MOMENTUM_BETA1];
+  const double lr = sched::lr_at(a.program, k, base_lr, plateau_lr);
+  a.sched_state[sched_slot(REGION_LAST_LR, a.num_groups, a.group_index)] = lr;
+  a.sched_state[SCHED_SCHEDULED_MOMENTUM] = sched::momentum_at(a.program, k, base_momentum);
+  for (const int h : {HYPER_DAMPENING_BETA2, HYPER_EPS, HYPER_WEIGHT_DECAY})
+    a.sched_state[scheduled_hyper_slot(h)] = sched::hyper_at(a.program, h, k, a.hyper[h], lr, base_lr);
   // What param_groups[g]["lr"] shows: the lr of the next step (torch's value after opt.step(); sched.step()).
-  a.sched_state[sched_slot(REGION_NEXT_LR, a.num_groups, a.group_index)] = sched::lr_at(a.program, k + 1, a.base_lr, plateau_lr);
+  a.sched_state[sched_slot(REGION_NEXT_LR, a.num_groups, a.group_index)] = sched::lr_at(a.program, k + 1, base_lr, plateau_lr);
   a.sched_state[sched_slot(REGION_NEXT_MOMENTUM, a.num_groups, a.group_index)] =
-      sched::momentum_at(a.program, k + 1, a.base_momentum);
+      sched::momentum_at(a.program, k + 1, base_momentum);
 }
 
 // ---- finalize: steps += 1 ------------------------------------------------------------------------
@@ -100,8 +103,7 @@ const char* launch_fused_step(const FusedStepLaunch& a, cudaStream_t stream) {
   s.sched_state = a.sched_state;
   s.program = a.program;
   s.found_inf = a.found_inf;
-  s.base_lr = a.hyper[HYPER_LR];
-  s.base_momentum = a.hyper[HYPER_MOMENTUM_BETA1];
+  for (int i = 0; i < HYPER_COUNT; ++i) s.hyper[i] = a.hyper[i];
   s.group_index = a.group_index;
   s.num_groups = a.num_groups;
   // Always, also for a group without tensors this step: the applied lr is recorded as on the CPU.

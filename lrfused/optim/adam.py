@@ -23,10 +23,11 @@ class Adam(_FusedOptimizer):
                  weight_decay: float = 0.0, amsgrad: bool = False, *, foreach: bool | None = None,
                  maximize: bool = False, capturable: bool = False, differentiable: bool = False,
                  fused: bool | None = None, decoupled_weight_decay: bool = False, schedule=None,
-                 state_dtype: torch.dtype | None = None, max_grad_norm: float | None = None):
+                 state_dtype: torch.dtype | None = None, max_grad_norm: float | None = None,
+                 hyper_schedules: dict | None = None):
         defaults = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad, maximize=maximize,
                         foreach=foreach, capturable=capturable, differentiable=differentiable, fused=fused,
-                        decoupled_weight_decay=bool(decoupled_weight_decay))
+                        decoupled_weight_decay=bool(decoupled_weight_decay), hyper_schedules=hyper_schedules)
         super().__init__(params, defaults, schedule, state_dtype, max_grad_norm)
 
     @staticmethod
@@ -87,11 +88,11 @@ class AdamW(Adam):
                  weight_decay: float = 1e-2, amsgrad: bool = False, *, maximize: bool = False,
                  foreach: bool | None = None, capturable: bool = False, differentiable: bool = False,
                  fused: bool | None = None, schedule=None, state_dtype: torch.dtype | None = None,
-                 max_grad_norm: float | None = None):
+                 max_grad_norm: float | None = None, hyper_schedules: dict | None = None):
         super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
                          foreach=foreach, maximize=maximize, capturable=capturable, differentiable=differentiable,
                          fused=fused, decoupled_weight_decay=True, schedule=schedule, state_dtype=state_dtype,
-                         max_grad_norm=max_grad_norm)
+                         max_grad_norm=max_grad_norm, hyper_schedules=hyper_schedules)
 
     def _check_loaded_group_meaning(self, i: int, saved: dict) -> None:
         if saved.get("decoupled_weight_decay", True) is False:

@@ -9,6 +9,7 @@ import torch
 
 from .. import contract
 from .. import schedules as _schedules
+from .._ops import _C as _ops_C
 from .._ops import ops
 from .checkpoint import CheckpointMixin
 from .checks import _check_no_shared_memory, _check_torch_keywords, _is_dtensor, _is_number, _real_dtype
@@ -44,7 +45,8 @@ class _FusedOptimizer(StepMixin, ScheduleStateMixin, CheckpointMixin, torch.opti
         """``defaults``: the family's group defaults, torch's keywords (foreach, fused, differentiable) included;
         checked here, before anything else, as torch checks them."""
         _check_torch_keywords(defaults["foreach"], defaults["fused"], defaults["differentiable"])
-        self._validate_group(defaults)
+        defaults = dict(defaults, hyper_schedules=self._normalized_hyper_schedules(defaults.get("hyper_schedules")))
+        self._check_group(defaults)
         if schedule is None:
             schedule = _schedules.Constant()
         if not isinstance(schedule, _schedules.Schedule):
@@ -88,7 +90,10 @@ class _FusedOptimizer(StepMixin, ScheduleStateMixin, CheckpointMixin, torch.opti
                             f"got {type(schedule).__name__}")
         candidate = dict(self.defaults)
         candidate.update(param_group)
-        self._validate_group(candidate)
+        if "hyper_schedules" in param_group:
+            candidate["hyper_schedules"] = self._normalized_hyper_schedules(param_group["hyper_schedules"])
+            param_group = dict(param_group, hyper_schedules=candidate["hyper_schedules"])
+        self._check_group(candidate)
         params = param_group["params"]
         if isinstance(params, set):
             raise TypeError("optimizer parameters need to be organized in ordered collections, but the ordering "
@@ -124,12 +129,73 @@ class _FusedOptimizer(StepMixin, ScheduleStateMixin, CheckpointMixin, torch.opti
         self._has_dtensor = getattr(self, "_has_dtensor", False) or any(_is_dtensor(p) for p in params)
         self._invalidate()
 
-    @staticmethod
-    def _check_group_schedules(groups) -> None:
-        """Every group's schedule packs for its index among ``groups``: a per-group list (OneCycleLR's
+    def _check_group_schedules(self, groups) -> None:
+        """Every group's schedules pack for its index among ``groups``: a per-group list (OneCycleLR's
         max_lr=[...]) must have one entry per group (torch's ValueError), checked before anything changes."""
         for g, group in enumerate(groups):
-            group["schedule"].program(g, len(groups))
+            self._group_program(group, g, len(groups))
+
+    # ---- hyperparameter schedules ----------------------------------------------------------------
+    @classmethod
+    def _schedulable_hypers(cls) -> tuple:
+        """The hyperparameters of this family that may take a schedule besides the lr (and the momentum /
+        beta1, which the lr schedule cycles): contract.HYPER_FIELDS minus those."""
+        return tuple(n for n in contract.HYPER_FIELDS[cls._FAMILY] if n not in ("lr", cls._MOMENTUM_HYPER, "unused"))
+
+    @classmethod
+    def _normalized_hyper_schedules(cls, value) -> dict:
+        """``hyper_schedules``: {name: Schedule} for names of ``_schedulable_hypers`` (weight_decay may also be
+        "lr": scaled by lr_k / base_lr, timm's corrected_weight_decay). Checked here, before anything changes."""
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            raise TypeError(f"lrfused: hyper_schedules must be a dict {{name: Schedule}}, got {type(value).__name__}")
+        allowed = cls._schedulable_hypers()
+        out = {}
+        for name, s in value.items():
+            if name not in allowed:
+                raise ValueError(f"lrfused: hyper_schedules: {cls.__name__} schedules {', '.join(allowed)} (the lr "
+                                 f"and {cls._MOMENTUM_HYPER} through `schedule`), got {name!r}")
+            if name == "weight_decay" and s == "lr":
+                out[name] = s
+                continue
+            if not isinstance(s, _schedules.Schedule):
+                alternative = ' or "lr"' if name == "weight_decay" else ""
+                raise TypeError(f"lrfused: hyper_schedules[{name!r}] must be a lrfused.schedules.Schedule{alternative}, "
+                                f"got {type(s).__name__}")
+            if s.is_plateau or any(c.is_plateau for c in getattr(s, "schedules", ())):
+                raise ValueError(f"lrfused: hyper_schedules[{name!r}]: a metric-driven schedule drives the lr only")
+            out[name] = s
+        return out
+
+    def _check_group(self, group: dict) -> None:
+        self._validate_group(group)
+        if not isinstance(group.get("hyper_schedules", {}), dict):
+            raise TypeError("lrfused: hyper_schedules must be a dict")
+
+    def group_program(self, group_index: int) -> torch.Tensor:
+        """The packed float64 program the kernels evaluate for param group ``group_index`` (a fresh CPU tensor):
+        its schedule's program, or, with ``hyper_schedules``, a HYPERS node holding it and those schedules."""
+        if not isinstance(group_index, int) or not 0 <= group_index < len(self.param_groups):
+            raise ValueError(f"lrfused: group_index must be in [0, {len(self.param_groups)}), got {group_index!r}")
+        return self._group_program(self.param_groups[group_index], group_index, len(self.param_groups)).clone()
+
+    def _group_program(self, group: dict, g: int, num_groups: int) -> torch.Tensor:
+        """The program the kernels evaluate for group g: its lr schedule, or a HYPERS node holding it and the
+        schedules of its other hyperparameters (csrc/contract.h)."""
+        hyper = group.get("hyper_schedules") or {}
+        if not hyper:
+            return group["schedule"].program(g, num_groups)
+        fields = contract.HYPER_FIELDS[self._FAMILY]
+        scheduled = sorted((fields.index(name), s) for name, s in hyper.items() if not isinstance(s, str))
+        node = contract.node("HYPERS", {"count": len(scheduled), "wd_follows_lr": hyper.get("weight_decay") == "lr"},
+                             tail=[slot for slot, _ in scheduled],
+                             children=[group["schedule"]._pack_node(g, num_groups)]
+                             + [s._pack_node(g, num_groups) for _, s in scheduled])
+        program = torch.tensor(node, dtype=torch.float64)
+        if not torch.compiler.is_compiling():
+            _ops_C.check_program(program)
+        return program
 
     def _show_first_step(self, g: int) -> None:
         """What group g shows before any step, as torch's scheduler leaves it when built: lr the first step

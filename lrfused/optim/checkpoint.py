@@ -60,7 +60,8 @@ class CheckpointMixin:
             group.setdefault("schedule", schedule)
             for key, value in self.defaults.items():  # keys older checkpoints (or torch's) do not carry
                 group.setdefault(key, value)
-            self._validate_group(group)
+            group["hyper_schedules"] = self._normalized_hyper_schedules(group.get("hyper_schedules"))
+            self._check_group(group)
         for group in self.param_groups:
             for p in group["params"]:
                 state = self.state.get(p)
@@ -102,6 +103,21 @@ class CheckpointMixin:
                 out[device] = s.to(device=device, dtype=torch.float64).clone()
         return out
 
+    # sched_state's header before it held the scheduled hyperparameters' scratch slots (lrfused 0.x checkpoints).
+    _LEGACY_HEADER = 8
+
+    def _upgraded_sched_state(self, s: torch.Tensor) -> torch.Tensor:
+        """A sched_state saved by an earlier lrfused in today's layout (contract.SchedLayout): the header of 8
+        grown to today's (the new slots are CUDA scratch, rewritten every step) and, from before the next-lr
+        and next-momentum regions, those regions added. Today's layout is returned as it is."""
+        num_groups, old = len(self.param_groups), self._LEGACY_HEADER
+        if s.numel() == old + 2 * num_groups:  # [header, last_lr, plateau_lr]
+            momenta = torch.tensor([self._momentum_at(g, 0) for g in range(num_groups)], dtype=s.dtype)
+            s = torch.cat([s, s[old:old + num_groups], momenta])
+        if s.numel() == old + len(SchedLayout.REGIONS) * num_groups:
+            s = torch.cat([s[:old], torch.zeros(SchedLayout.HEADER - old, dtype=s.dtype), s[old:]])
+        return s
+
     def _map_saved_sched_states(self, saved: dict) -> dict:
         """The schedule position saved under each device's name, put on the devices that hold the
         parameters now: by name where the device is the same, else the most advanced saved state (every
@@ -110,12 +126,7 @@ class CheckpointMixin:
         saved = {str(name): s for name, s in saved.items()}
         if not saved:
             return {}
-        num_groups = len(self.param_groups)
-        header = SchedLayout.HEADER
-        for name, s in saved.items():  # checkpoints from before the next-lr/momentum slots: add them
-            if s.numel() == header + 2 * num_groups:
-                momenta = torch.tensor([self._momentum_at(g, 0) for g in range(num_groups)], dtype=s.dtype)
-                saved[name] = torch.cat([s, s[header:header + num_groups], momenta])
+        saved = {name: self._upgraded_sched_state(s) for name, s in saved.items()}
         most_advanced = max(saved.values(), key=lambda s: float(s[SchedLayout.STEP]))
         devices = {p.device for g in self.param_groups for p in g["params"]}
         return {device: saved.get(str(device), most_advanced).to(device=device, dtype=torch.float64).clone()

@@ -20,10 +20,11 @@ class SGD(_FusedOptimizer):
     def __init__(self, params, lr: float | torch.Tensor = 1e-3, momentum: float = 0.0, dampening: float = 0.0,
                  weight_decay: float | torch.Tensor = 0.0, nesterov: bool = False, *, maximize: bool = False,
                  foreach: bool | None = None, differentiable: bool = False, fused: bool | None = None,
-                 schedule=None, state_dtype: torch.dtype | None = None, max_grad_norm: float | None = None):
+                 schedule=None, state_dtype: torch.dtype | None = None, max_grad_norm: float | None = None,
+                 hyper_schedules: dict | None = None):
         defaults = dict(lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
                         nesterov=nesterov, maximize=maximize, foreach=foreach, differentiable=differentiable,
-                        fused=fused)
+                        fused=fused, hyper_schedules=hyper_schedules)
         super().__init__(params, defaults, schedule, state_dtype, max_grad_norm)
 
     @staticmethod

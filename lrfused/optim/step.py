@@ -53,11 +53,13 @@ class StepMixin:
         return lists, steps, self._sched_state(device), self._device_program(g, group, device)
 
     def _device_program(self, g: int, group: dict, device: torch.device) -> torch.Tensor:
-        schedule = group["schedule"]
+        hyper = group.get("hyper_schedules") or {}
+        schedules = (group["schedule"], *hyper.keys(), *hyper.values())  # what the program is made of
         key = (g, len(self.param_groups), device)
         cached = self._programs.get(key)
-        if cached is None or cached[0] is not schedule:
-            cached = (schedule, schedule.program(g, len(self.param_groups)).to(device))
+        if cached is None or len(cached[0]) != len(schedules) or any(
+                a is not b and a != b for a, b in zip(cached[0], schedules)):
+            cached = (schedules, self._group_program(group, g, len(self.param_groups)).to(device))
             self._programs[key] = cached
         return cached[1]
 
