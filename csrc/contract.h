@@ -244,6 +244,12 @@ enum OptFlags : int { LRF_OPT_FLAGS(LRF_VALUE_ENUM3) };
 constexpr int kAllFlags = 0 LRF_OPT_FLAGS(LRF_FLAG_OR);
 #undef LRF_FLAG_OR
 enum HyperSlot : int { LRF_HYPERS(LRF_VALUE_ENUM4) HYPER_COUNT };
+// The hyperparameters a HYPERS program may schedule besides the lr and momentum: the slots
+// kFirstScheduledHyper .. HYPER_COUNT - 1 (loops over them need no array, which device code could not read).
+constexpr int kFirstScheduledHyper = HYPER_DAMPENING_BETA2;
+static_assert(HYPER_EPS == kFirstScheduledHyper + 1 && HYPER_WEIGHT_DECAY == kFirstScheduledHyper + 2 &&
+                  HYPER_COUNT == kFirstScheduledHyper + 3,
+              "the scheduled hyperparameters are the last three slots");
 // The sched_state scratch slot where the CUDA schedule kernel leaves a launch's value of hyperparameter h.
 LRF_HD int scheduled_hyper_slot(int h) {
   switch (h) {

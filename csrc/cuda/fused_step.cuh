@@ -109,8 +109,7 @@ fused_step_kernel(const StepArgs<2 + Pol::kStates, LARGE> args) {
       const double lr = h.sched_state[sched_slot(REGION_LAST_LR, h.num_groups, h.group_index)];
       const double momentum = h.sched_state[SCHED_SCHEDULED_MOMENTUM];
       StepHeader scheduled = h;  // the launch's hyperparameters, as the schedule kernel left them
-      for (const int i : {HYPER_DAMPENING_BETA2, HYPER_EPS, HYPER_WEIGHT_DECAY})
-        scheduled.hyper[i] = h.sched_state[scheduled_hyper_slot(i)];
+      for (int i = kFirstScheduledHyper; i < HYPER_COUNT; ++i) scheduled.hyper[i] = h.sched_state[scheduled_hyper_slot(i)];
       s_block = Pol::template make<C>(scheduled, lr, momentum, *args.t.fptr[0][slot]);
       s_grad_scale = h.grad_scale != nullptr ? static_cast<C>(*h.grad_scale) : C(1);
       s_factor = h.grad_factor != nullptr ? static_cast<C>(*h.grad_factor) : C(1);
