@@ -22,7 +22,7 @@ namespace lrfused {
 //   CHAINED      count child nodes            PER_EPOCH   one child node
 //   CLAMP, RESTART  one child node            NOISE       count noise values, then one child node
 //   HYPERS       count hyperparameter slots, then count + 1 child nodes (the lr schedule first)
-//   TIMM         count milestones (MULTI_STEP shape)
+//   TIMM         count milestones (MULTI_STEP shape)      TIMM_WSD  count decay_fn values (TABLE)
 //   OPTAX_PIECEWISE_CONSTANT     count (boundary, scale) pairs
 //   OPTAX_PIECEWISE_INTERPOLATE  count boundaries, then count values
 #define LRF_FIELDS_CONSTANT(F)
@@ -61,6 +61,11 @@ namespace lrfused {
 #define LRF_FIELDS_TIMM(F)                                                                               \
   F(shape) F(t_initial) F(lr_min) F(cycle_mul) F(cycle_decay) F(cycle_limit) F(k_decay) F(lb) F(ub)      \
   F(power) F(decay_t) F(decay_rate) F(warmup_t) F(warmup_lr_init) F(warmup_prefix) F(count)
+// timm's WSDLRScheduler: stable_fn TIMM_WSD_STABLE_*, decay_fn TIMM_WSD_DECAY_* (TABLE: a Python callable,
+// tabulated at t_decay = 1 .. count, the count values following the fields).
+#define LRF_FIELDS_TIMM_WSD(F)                                                                           \
+  F(t_initial) F(decay_t) F(lr_min) F(stable_fn) F(stable_timescale) F(stable_power) F(decay_fn)          \
+  F(decay_power) F(decay_ratio) F(warmup_t) F(warmup_lr_init) F(count)
 // DeepSpeed's lr_schedules, evaluated at last_batch_iteration = k - 1. DS_WARMUP: variant DS_WARMUP_*;
 // max_is_base: warmup_max_lr is the group's lr (WarmupLR's default); log_warmup: warmup_type "log".
 #define LRF_FIELDS_DS_WARMUP(F)                                                                          \
@@ -103,7 +108,7 @@ namespace lrfused {
   X(ONE_CYCLE, 11) X(PLATEAU, 12) X(SEQUENTIAL, 13) X(CHAINED, 14) X(PER_EPOCH, 15)                       \
   X(HF_CONSTANT_WITH_WARMUP, 20) X(HF_LINEAR, 21) X(HF_COSINE, 22) X(HF_COSINE_RESTARTS, 23)              \
   X(HF_POLYNOMIAL, 24) X(HF_INVERSE_SQRT, 25) X(HF_COSINE_WARMUP_MIN_LR, 26) X(HF_WSD, 27)                \
-  X(CLAMP, 16) X(RESTART, 17) X(NOISE, 18) X(HYPERS, 19) X(TIMM, 30)                                                     \
+  X(CLAMP, 16) X(RESTART, 17) X(NOISE, 18) X(HYPERS, 19) X(TIMM, 30) X(TIMM_WSD, 31)                                                     \
   X(DS_WARMUP, 40) X(DS_RANGE_TEST, 41) X(DS_ONE_CYCLE, 42)                                                \
   X(OPTAX_POLYNOMIAL, 50) X(OPTAX_EXPONENTIAL, 51) X(OPTAX_COSINE, 52) X(OPTAX_PIECEWISE_CONSTANT, 53)     \
   X(OPTAX_PIECEWISE_INTERPOLATE, 54)
@@ -116,6 +121,8 @@ namespace lrfused {
 #define LRF_WSD_SHAPES(X) X(LINEAR, 0) X(COSINE, 1) X(ONE_MINUS_SQRT, 2)
 #define LRF_ANNEALS(X) X(COS, 0) X(LINEAR, 1)
 #define LRF_TIMM_SHAPES(X) X(COSINE, 0) X(TANH, 1) X(POLY, 2) X(STEP, 3) X(MULTI_STEP, 4)
+#define LRF_TIMM_WSD_STABLES(X) X(CONSTANT, 0) X(RSQRT, 1) X(POWER, 2)
+#define LRF_TIMM_WSD_DECAYS(X) X(LINEAR, 0) X(ONE_MINUS_SQRT, 1) X(COSINE, 2) X(POWER, 3) X(EXP, 4) X(TABLE, 5)
 #define LRF_DS_WARMUPS(X) X(WARMUP_LR, 0) X(WARMUP_DECAY_LR, 1) X(WARMUP_COSINE_LR, 2)
 
 namespace sched {
@@ -141,6 +148,10 @@ namespace wsd { enum Shape : int { LRF_WSD_SHAPES(LRF_VALUE_ENUM) }; }
 namespace anneal { enum Anneal : int { LRF_ANNEALS(LRF_VALUE_ENUM) }; }
 namespace timm { enum Shape : int { LRF_TIMM_SHAPES(LRF_VALUE_ENUM) }; }
 namespace ds { enum Warmup : int { LRF_DS_WARMUPS(LRF_VALUE_ENUM) }; }
+namespace timm_wsd {
+enum Stable : int { LRF_TIMM_WSD_STABLES(LRF_VALUE_ENUM) };
+namespace decay { enum Decay : int { LRF_TIMM_WSD_DECAYS(LRF_VALUE_ENUM) }; }
+}  // namespace timm_wsd
 #undef LRF_VALUE_ENUM
 
 // Number of fixed fields of a kind, or -1 for an unknown kind.

@@ -54,6 +54,16 @@ pybind11::dict contract_tables() {
   }
   {
     py::dict e;
+    LRF_TIMM_WSD_STABLES(LRF_ENUM_ENTRY)
+    enums["timm_wsd_stable"] = e;
+  }
+  {
+    py::dict e;
+    LRF_TIMM_WSD_DECAYS(LRF_ENUM_ENTRY)
+    enums["timm_wsd_decay"] = e;
+  }
+  {
+    py::dict e;
     LRF_DS_WARMUPS(LRF_ENUM_ENTRY)
     enums["ds_warmup"] = e;
   }

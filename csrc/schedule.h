@@ -348,6 +348,46 @@ LRF_HD double timm_lr(const double* p, int64_t k, double b) {
   return timm_after_warmup(p, prefix ? t - w : t, b);
 }
 
+// timm's WSDLRScheduler._get_lr (timm/scheduler/wsd_lr.py): warmup, then a stable phase (constant or an
+// inverse power of time), then the last decay_t of t_initial decaying to lr_min.
+LRF_HD double timm_wsd_lr(const double* p, int64_t k, double b) {
+  namespace f = field::TIMM_WSD;
+  const double t = static_cast<double>(k), w = p[f::warmup_t], init = p[f::warmup_lr_init];
+  if (k == 0) return w > 0.0 ? init : b;  // what timm's constructor leaves in the group
+  if (t < w) return init + t * ((b - init) / w);
+  const double t_s = t - w;
+  double stable = 1.0;
+  if (static_cast<int>(p[f::stable_fn]) != timm_wsd::CONSTANT) {
+    const double power = static_cast<int>(p[f::stable_fn]) == timm_wsd::RSQRT ? 0.5 : p[f::stable_power];
+    stable = pow(1.0 + t_s / p[f::stable_timescale], -power);
+  }
+  const double lr_min = p[f::lr_min];
+  const double stable_lr = max_d(b * stable, lr_min);
+  const double decay_t = p[f::decay_t];
+  const double t_decay = t_s - (p[f::t_initial] - decay_t);
+  if (t_decay <= 0.0) return stable_lr;
+  const double ratio = t_decay / decay_t;
+  const double frac = 1.0 < ratio ? 1.0 : ratio;  // Python's min(ratio, 1.)
+  double decay;
+  switch (static_cast<int>(p[f::decay_fn])) {
+    case timm_wsd::decay::LINEAR: decay = 1.0 - frac; break;
+    case timm_wsd::decay::ONE_MINUS_SQRT: decay = 1.0 - sqrt(frac); break;
+    case timm_wsd::decay::COSINE: decay = 0.5 * (1.0 + cos(kPi * frac)); break;
+    case timm_wsd::decay::POWER: decay = 1.0 - pow(frac, p[f::decay_power]); break;
+    case timm_wsd::decay::EXP: {
+      const double r = p[f::decay_ratio];
+      decay = (pow(r, frac) - r) / (1.0 - r);
+      break;
+    }
+    default: {  // TABLE: decay_fn(t_decay / decay_t) for t_decay = 1 .. count, the last held
+      const int64_t n = as_int(p[f::count]);
+      const int64_t i = static_cast<int64_t>(t_decay) < n ? static_cast<int64_t>(t_decay) : n;
+      decay = p[f::kFixed + (i < 1 ? 1 : i) - 1];
+    }
+  }
+  return lr_min + (stable_lr - lr_min) * decay;
+}
+
 // ---- DeepSpeed (deepspeed/runtime/lr_schedules.py) ------------------------------------------------------
 // DeepSpeed steps its scheduler after each optimizer step, so step k applies get_lr() at
 // last_batch_iteration i = k - 1 (i = -1: what the constructor set).
@@ -572,6 +612,8 @@ LRF_HD double leaf_lr(const double* n, int64_t k, double b, const double* platea
       return plateau_lr != nullptr ? *plateau_lr : b;
     case TIMM:
       return timm_lr(p, k, b);
+    case TIMM_WSD:
+      return timm_wsd_lr(p, k, b);
     case DS_WARMUP:
       return ds_warmup_lr(p, k, b);
     case DS_RANGE_TEST:
@@ -851,6 +893,17 @@ inline int64_t check_node(const double* prog, int64_t at, int64_t end, int depth
       if (!is_int_in(p[f::shape], timm::COSINE, timm::MULTI_STEP) || !(p[f::t_initial] > 0.0) ||
           (p[f::shape] == timm::STEP && p[f::decay_t] == 0.0)) {
         *why = "schedule program: bad timm schedule (shape, t_initial > 0, decay_t != 0)";
+        return -1;
+      }
+      return 0;
+    }
+    case TIMM_WSD: {
+      namespace f = field::TIMM_WSD;
+      if (!counted(p[f::count], f::kFixed, 1)) return -1;
+      const bool table = p[f::decay_fn] == timm_wsd::decay::TABLE;
+      if (!(p[f::decay_t] > 0.0) || !is_int_in(p[f::stable_fn], timm_wsd::CONSTANT, timm_wsd::POWER) ||
+          !is_int_in(p[f::decay_fn], timm_wsd::decay::LINEAR, timm_wsd::decay::TABLE) || (table && p[f::count] < 1)) {
+        *why = "schedule program: bad timm WSD schedule (decay_t > 0, stable_fn, decay_fn)";
         return -1;
       }
       return 0;

@@ -64,6 +64,8 @@ def entries():
         ("timm: Tanh, 3 cycles", S.timm.TanhLRScheduler(30, cycle_limit=3, cycle_decay=0.7, t_in_epochs=False)),
         ("timm: Poly(power=2)", S.timm.PolyLRScheduler(80, power=2.0, warmup_t=10, t_in_epochs=False)),
         ("timm: MultiStep([30, 60])", S.timm.MultiStepLRScheduler([30, 60], 0.5, t_in_epochs=False)),
+        ("timm: WSD(rsqrt stable, exp decay)", S.timm.WSDLRScheduler(N, 30, 0.02, "rsqrt", 10, decay_fn="exp",
+                                                                      warmup_t=10, t_in_epochs=False)),
         ("deepspeed: WarmupLR (log)", S.deepspeed.WarmupLR(0.0, 1.0, 30)),
         ("deepspeed: WarmupDecayLR", S.deepspeed.WarmupDecayLR(N, 0.0, 1.0, 20, "linear")),
         ("deepspeed: WarmupCosineLR", S.deepspeed.WarmupCosineLR(N, 0.0, 15, 0.05)),

@@ -19,7 +19,7 @@ import math
 import torch
 
 from .. import contract
-from .base import Schedule, _check_nonneg_int, _check_pos_int, _check_real, _is_int, _is_real
+from .base import Schedule, _check_nonneg_int, _check_pos_int, _check_real, _is_int, _is_real, _tabulate
 from .composites import PerEpoch
 
 _SHAPES = contract.ENUMS["timm_shape"]
@@ -105,7 +105,8 @@ class _TimmScheduler(Schedule):
     def _cycle_fields(self) -> dict:
         return {}
 
-    def _pack_node(self, g, n):
+    def _leaf(self) -> list:
+        """timm's _get_lr(t) as one node."""
         fields = dict(shape=_SHAPES[self._shape], t_initial=1.0, lr_min=0.0, cycle_mul=1.0, cycle_decay=1.0,
                       cycle_limit=1.0, k_decay=1.0, lb=0.0, ub=0.0, power=1.0, decay_t=1.0, decay_rate=1.0,
                       warmup_t=self.warmup_t, warmup_lr_init=self.warmup_lr_init,
@@ -113,7 +114,10 @@ class _TimmScheduler(Schedule):
         fields.update(self._cycle_fields())
         tail = self._milestones()
         fields["count"] = len(tail)
-        node = contract.node("TIMM", fields, tail=tail)
+        return contract.node("TIMM", fields, tail=tail)
+
+    def _pack_node(self, g, n):
+        node = self._leaf()  # then timm's _add_noise, then the epoch of the step
         if self._noise_range is not None:
             start, end = self._noise_range
             start = max(start, 1)  # t = 0 is the constructor's value: timm adds no noise to it
@@ -264,8 +268,83 @@ class MultiStepLRScheduler(_TimmScheduler):
         return self._tail
 
 
+_WSD_STABLES = contract.ENUMS["timm_wsd_stable"]
+_WSD_DECAYS = contract.ENUMS["timm_wsd_decay"]
+_WSD_STABLE_NAMES = {"constant": "CONSTANT", "rsqrt": "RSQRT", "power": "POWER"}
+_WSD_DECAY_NAMES = {"linear": "LINEAR", "1-sqrt": "ONE_MINUS_SQRT", "cosine": "COSINE", "power": "POWER", "exp": "EXP"}
+
+
+class WSDLRScheduler(_TimmScheduler):
+    """timm.scheduler.WSDLRScheduler: warmup, a stable phase (constant, or (1 + t_s/timescale)^-power), then
+    the last ``decay_t`` of ``t_initial`` decaying to lr_min by ``decay_fn``. A callable ``decay_fn`` is
+    tabulated at t_decay / decay_t for t_decay = 1 .. decay_t, every value it can be called with (integer
+    t_initial and decay_t)."""
+
+    _fields = ("t_initial", "decay_t", "lr_min", "stable_fn", "stable_timescale", "stable_power", "decay_fn",
+               "decay_power", "decay_ratio", "warmup_t", "warmup_lr_init")
+
+    def __init__(self, t_initial: int, decay_t: int, lr_min: float = 0., stable_fn: str = "constant",
+                 stable_timescale=None, stable_power: float = 0.5, decay_fn="1-sqrt", decay_power: float = 0.5,
+                 decay_ratio: float = 0.1, warmup_t: int = 0, warmup_lr_init: float = 0., t_in_epochs: bool = True,
+                 noise_range_t=None, noise_pct: float = 0.67, noise_std: float = 1.0, noise_seed: int = 42, *,
+                 noise_type: str = "normal", steps_per_epoch=None, noise_horizon_t=None):
+        # timm's checks and messages, in timm's order
+        if not _is_real(t_initial) or t_initial <= 0:
+            raise ValueError(f"Invalid t_initial ({t_initial}), must be > 0.")
+        if not _is_real(decay_t) or not 0 < decay_t <= t_initial:
+            raise ValueError(f"Invalid decay_t ({decay_t}), must be in (0, t_initial] w/ t_initial={t_initial}.")
+        lr_min = _check_real("lr_min", lr_min)
+        if lr_min < 0:
+            raise ValueError(f"Invalid lr_min ({lr_min}), must be >= 0.")
+        if stable_fn not in _WSD_STABLE_NAMES:
+            raise ValueError(f"Invalid stable_fn ({stable_fn}), must be one of {tuple(_WSD_STABLE_NAMES)}.")
+        if isinstance(decay_fn, str) and decay_fn not in _WSD_DECAY_NAMES:
+            raise ValueError(f"Invalid decay_fn ({decay_fn}), must be one of {tuple(_WSD_DECAY_NAMES)} or a callable.")
+        if not isinstance(decay_fn, str) and not callable(decay_fn):
+            raise TypeError(f"decay_fn must be one of {tuple(_WSD_DECAY_NAMES)} or a callable, got {decay_fn!r}")
+        decay_ratio, decay_power = _check_real("decay_ratio", decay_ratio), _check_real("decay_power", decay_power)
+        stable_power = _check_real("stable_power", stable_power)
+        if not 0. < decay_ratio < 1.:
+            raise ValueError(f"Invalid decay_ratio ({decay_ratio}), must be in (0, 1).")
+        if decay_power <= 0:
+            raise ValueError(f"Invalid decay_power ({decay_power}), must be > 0.")
+        if stable_power <= 0:
+            raise ValueError(f"Invalid stable_power ({stable_power}), must be > 0.")
+        if stable_fn != "constant":
+            if stable_timescale is None:
+                stable_timescale = warmup_t
+            if not _is_real(stable_timescale) or stable_timescale <= 0:
+                raise ValueError(
+                    f"stable_fn={stable_fn} requires a positive stable_timescale, it defaults to warmup_t "
+                    f"({warmup_t}), set it explicitly when there is no warmup.")
+        table = ()
+        if callable(decay_fn):
+            if not (_is_int(t_initial) and _is_int(decay_t)):
+                raise ValueError("a callable decay_fn needs integer t_initial and decay_t (lrfused tabulates it at "
+                                 "t_decay / decay_t, t_decay = 1 .. decay_t)")
+            table = _tabulate("decay_fn", decay_fn, [i / decay_t for i in range(1, int(decay_t) + 1)])
+        # a callable is kept as its table (what the kernels read; picklable, compared by value, as LambdaLR)
+        self._set(t_initial=t_initial, decay_t=decay_t, lr_min=lr_min, stable_fn=stable_fn,
+                  stable_timescale=stable_timescale, stable_power=stable_power,
+                  decay_fn=table if callable(decay_fn) else decay_fn, decay_power=decay_power,
+                  decay_ratio=decay_ratio)
+        self._init_common(warmup_t, warmup_lr_init, False, t_in_epochs, steps_per_epoch, noise_range_t,
+                          noise_type, noise_pct, noise_std, noise_seed, noise_horizon_t)
+
+    def _leaf(self):
+        table = self.decay_fn if isinstance(self.decay_fn, tuple) else ()
+        decay = _WSD_DECAYS["TABLE"] if table else _WSD_DECAYS[_WSD_DECAY_NAMES[self.decay_fn]]
+        return contract.node("TIMM_WSD", dict(
+            t_initial=self.t_initial, decay_t=self.decay_t, lr_min=self.lr_min,
+            stable_fn=_WSD_STABLES[_WSD_STABLE_NAMES[self.stable_fn]],
+            stable_timescale=1.0 if self.stable_timescale is None else self.stable_timescale,
+            stable_power=self.stable_power, decay_fn=decay, decay_power=self.decay_power,
+            decay_ratio=self.decay_ratio, warmup_t=self.warmup_t, warmup_lr_init=self.warmup_lr_init,
+            count=len(table)), tail=table)
+
+
 TIMM_SCHEDULERS = {c.__name__: c for c in (CosineLRScheduler, TanhLRScheduler, PolyLRScheduler, StepLRScheduler,
-                                           MultiStepLRScheduler)}
+                                           MultiStepLRScheduler, WSDLRScheduler)}
 
 
 def from_timm(scheduler, steps_per_epoch: int | None = None, noise_horizon_t: int | None = None) -> Schedule:
@@ -293,7 +372,10 @@ def from_timm(scheduler, steps_per_epoch: int | None = None, noise_horizon_t: in
                   noise_horizon_t=noise_horizon_t if _is_int(s.noise_range_t) else None)
     if s.t_in_epochs and steps_per_epoch is None:
         raise ValueError(f"from_timm: the {name} counts epochs (t_in_epochs=True): pass steps_per_epoch")
-    warm = dict(warmup_t=s.warmup_t, warmup_lr_init=s.warmup_lr_init, warmup_prefix=s.warmup_prefix)
+    warm = dict(warmup_t=s.warmup_t, warmup_lr_init=s.warmup_lr_init, warmup_prefix=getattr(s, "warmup_prefix", False))
+    if cls is WSDLRScheduler:
+        return cls(s.t_initial, s.decay_t, s.lr_min, s.stable_fn, s.stable_timescale, s.stable_power, s.decay_fn,
+                   s.decay_power, s.decay_ratio, s.warmup_t, s.warmup_lr_init, **common)
     if cls in (StepLRScheduler, MultiStepLRScheduler):
         return cls(list(s.decay_t) if cls is MultiStepLRScheduler else s.decay_t, s.decay_rate, **warm, **common)
     cyc = dict(t_initial=s.t_initial, lr_min=s.lr_min, cycle_mul=s.cycle_mul, cycle_decay=s.cycle_decay,
