@@ -53,9 +53,9 @@ namespace lrfused {
 #define LRF_FIELDS_NOISE(F) F(start) F(count)
 // A group's lr schedule together with schedules of its other hyperparameters: count hyperparameter slots
 // (HYPER_*) follow, then the lr schedule, then one schedule per slot, each evaluated with the group's value
-// of that hyperparameter as its base. wd_follows_lr: weight decay scaled by lr_k / base_lr (timm's
-// corrected_weight_decay) when weight decay has no schedule of its own.
-#define LRF_FIELDS_HYPERS(F) F(count) F(wd_follows_lr)
+// of that hyperparameter as its base. wd_lr_reference > 0: weight decay scaled by lr_k / wd_lr_reference
+// (timm's corrected_weight_decay, whose reference is the optimizer's lr) when it has no schedule of its own.
+#define LRF_FIELDS_HYPERS(F) F(count) F(wd_lr_reference)
 // timm's schedulers (timm.scheduler), one leaf: shape TIMM_SHAPE_*; the base value is the group's lr.
 // MULTI_STEP: count milestones (decay_t) follow, in the caller's order (timm bisects them as given).
 #define LRF_FIELDS_TIMM(F)                                                                               \
@@ -188,7 +188,7 @@ namespace greedy {
 #define LRF_FIELD_ENUM(name) name,
 enum Config : int { LRF_GREEDY_CONFIG(LRF_FIELD_ENUM) kFixed };
 #undef LRF_FIELD_ENUM
-// greedy_state: these slots, then window_size slots holding the smoothing window (a ring).
+// greedy_state: these slots, then (with smooth) window_size slots holding the smoothing window (a ring).
 // X(NAME, slot, python name)
 #define LRF_GREEDY_SLOTS(X)                                                                              \
   X(GOOD, 0, num_good_epochs) X(WARMUP, 1, warmup_counter)                                               \
@@ -197,7 +197,7 @@ enum Config : int { LRF_GREEDY_CONFIG(LRF_FIELD_ENUM) kFixed };
 #define LRF_SLOT_ENUM(NAME, V, PY) NAME = V,
 enum Slot : int { LRF_GREEDY_SLOTS(LRF_SLOT_ENUM) };
 #undef LRF_SLOT_ENUM
-LRF_HD int64_t state_size(int64_t window_size) { return RING + window_size; }
+LRF_HD int64_t state_size(bool smooth, int64_t window_size) { return RING + (smooth ? window_size : 0); }
 }  // namespace greedy
 
 // ---- sched_state: the per-device float64 schedule state ----------------------------------------------

@@ -32,41 +32,20 @@ pybind11::dict contract_tables() {
 
   py::dict enums;
 #define LRF_ENUM_ENTRY(NAME, V) e[#NAME] = V;
-  {
-    py::dict e;
-    LRF_CYCLIC_SCALES(LRF_ENUM_ENTRY)
-    enums["cyclic_scale"] = e;
+#define LRF_EXPORT_ENUM(TABLE, name) \
+  {                                  \
+    py::dict e;                      \
+    TABLE(LRF_ENUM_ENTRY)            \
+    enums[name] = e;                 \
   }
-  {
-    py::dict e;
-    LRF_WSD_SHAPES(LRF_ENUM_ENTRY)
-    enums["wsd_shape"] = e;
-  }
-  {
-    py::dict e;
-    LRF_ANNEALS(LRF_ENUM_ENTRY)
-    enums["anneal"] = e;
-  }
-  {
-    py::dict e;
-    LRF_TIMM_SHAPES(LRF_ENUM_ENTRY)
-    enums["timm_shape"] = e;
-  }
-  {
-    py::dict e;
-    LRF_TIMM_WSD_STABLES(LRF_ENUM_ENTRY)
-    enums["timm_wsd_stable"] = e;
-  }
-  {
-    py::dict e;
-    LRF_TIMM_WSD_DECAYS(LRF_ENUM_ENTRY)
-    enums["timm_wsd_decay"] = e;
-  }
-  {
-    py::dict e;
-    LRF_DS_WARMUPS(LRF_ENUM_ENTRY)
-    enums["ds_warmup"] = e;
-  }
+  LRF_EXPORT_ENUM(LRF_CYCLIC_SCALES, "cyclic_scale")
+  LRF_EXPORT_ENUM(LRF_WSD_SHAPES, "wsd_shape")
+  LRF_EXPORT_ENUM(LRF_ANNEALS, "anneal")
+  LRF_EXPORT_ENUM(LRF_TIMM_SHAPES, "timm_shape")
+  LRF_EXPORT_ENUM(LRF_TIMM_WSD_STABLES, "timm_wsd_stable")
+  LRF_EXPORT_ENUM(LRF_TIMM_WSD_DECAYS, "timm_wsd_decay")
+  LRF_EXPORT_ENUM(LRF_DS_WARMUPS, "ds_warmup")
+#undef LRF_EXPORT_ENUM
 #undef LRF_ENUM_ENTRY
 
   py::dict slots, regions;

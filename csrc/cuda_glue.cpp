@@ -49,6 +49,7 @@ void run_step_cuda(const StepRequest& r) {
   a.group_index = static_cast<int>(g.group_index);
   a.num_groups = static_cast<int>(sched_num_groups(g.sched_state.numel()));
   for (int i = 0; i < HYPER_COUNT; ++i) a.hyper[i] = g.hyper[i];
+  a.weight_decay_scheduled = g.weight_decay_scheduled;
   a.num_tensors = static_cast<int64_t>(n);
   a.sched_state = g.sched_state.mutable_data_ptr<double>();
   a.program = g.program.const_data_ptr<double>();

@@ -39,10 +39,9 @@ void cpu_group_step(const GroupStep& step, const cpu::TensorRef* refs, int64_t n
   cfg.flags = static_cast<int>(step.flags);
   cfg.lr = lr;
   cfg.momentum = sched::momentum_at(program, k, step.hyper[HYPER_MOMENTUM_BETA1]);
-  const double base_lr = step.hyper[HYPER_LR];
-  cfg.dampening_beta2 = sched::hyper_at(program, HYPER_DAMPENING_BETA2, k, step.hyper[HYPER_DAMPENING_BETA2], lr, base_lr);
-  cfg.eps = sched::hyper_at(program, HYPER_EPS, k, step.hyper[HYPER_EPS], lr, base_lr);
-  cfg.weight_decay = sched::hyper_at(program, HYPER_WEIGHT_DECAY, k, step.hyper[HYPER_WEIGHT_DECAY], lr, base_lr);
+  cfg.dampening_beta2 = sched::hyper_at(program, HYPER_DAMPENING_BETA2, k, step.hyper[HYPER_DAMPENING_BETA2], lr);
+  cfg.eps = sched::hyper_at(program, HYPER_EPS, k, step.hyper[HYPER_EPS], lr);
+  cfg.weight_decay = sched::hyper_at(program, HYPER_WEIGHT_DECAY, k, step.hyper[HYPER_WEIGHT_DECAY], lr);
   cfg.has_grad_scale = step.grad_scale.has_value();
   cfg.grad_scale = cfg.has_grad_scale ? static_cast<float>(read_cpu_scalar(*step.grad_scale, "grad_scale")) : 1.0f;
   cfg.grad_factor = step.grad_factor ? read_cpu_scalar(*step.grad_factor, "grad_factor") : 1.0f;

@@ -378,7 +378,7 @@ void bind_plan(pybind11::module& module) {
   });
   module.def("check_grad", [](const at::Tensor& p, const at::Tensor& g) { check_grad(p, g, false); },
              "Raises unless g can be p's gradient in a fused step (what step() checks first).");
-  module.def("check_program", &check_program,
+  module.def("check_program", [](const at::Tensor& program) { check_program(program); },
              "Raises unless the tensor is a valid packed schedule program (sched::validate_program).");
   module.def("cpu_simd_level", []() { return std::string(cpu::simd_level()); });
   pybind11::class_<Plan>(module, "Plan")

@@ -695,9 +695,9 @@ LRF_HD double momentum_at(const double* prog, int64_t k, double fallback) {
 }
 
 // Hyperparameter `slot` (HYPER_*) at step k for a group whose value of it is `base`: the program's schedule
-// for that slot when its root is a HYPERS node with one, else `base` (weight decay: base * lr_k / base_lr with
-// wd_follows_lr; lr_k is the step's lr).
-LRF_HD double hyper_at(const double* prog, int slot, int64_t k, double base, double lr_k, double base_lr) {
+// for that slot when its root is a HYPERS node with one, else `base` (weight decay: base * lr_k / reference
+// with a wd_lr_reference; lr_k is the step's lr).
+LRF_HD double hyper_at(const double* prog, int slot, int64_t k, double base, double lr_k) {
   if (detail::kind_of(prog) != HYPERS) return base;
   namespace f = field::HYPERS;
   const double* p = detail::fields_of(prog);
@@ -708,8 +708,20 @@ LRF_HD double hyper_at(const double* prog, int slot, int64_t k, double base, dou
     if (detail::as_int(p[f::kFixed + i]) == slot) return lr_at(child, k, base, nullptr);
     child += detail::len_of(child);
   }
-  if (slot == HYPER_WEIGHT_DECAY && p[f::wd_follows_lr] != 0.0 && base_lr != 0.0) return base * (lr_k / base_lr);
+  if (slot == HYPER_WEIGHT_DECAY && p[f::wd_lr_reference] > 0.0) return base * (lr_k / p[f::wd_lr_reference]);
   return base;
+}
+
+// Whether hyperparameter `slot` has a schedule in `prog` (a HYPERS root scheduling it; weight decay also with
+// wd_lr_reference): then its value may differ from the group's base, which may be 0.
+LRF_HD bool schedules_hyper(const double* prog, int slot) {
+  if (detail::kind_of(prog) != HYPERS) return false;
+  namespace f = field::HYPERS;
+  const double* p = detail::fields_of(prog);
+  if (slot == HYPER_WEIGHT_DECAY && p[f::wd_lr_reference] > 0.0) return true;
+  for (int64_t i = 0; i < detail::as_int(p[f::count]); ++i)
+    if (detail::as_int(p[f::kFixed + i]) == slot) return true;
+  return false;
 }
 
 // Whether `prog` (len doubles) is a program the evaluators above can run: known kinds, node lengths that
@@ -885,7 +897,9 @@ inline int64_t check_node(const double* prog, int64_t at, int64_t end, int depth
       const int64_t child_need = check_node(prog, child, at + len, depth + 1, why);
       if (child_need < 0) return -1;
       if (child + len_of(prog + child) != at + len) { *why = "schedule program: children do not fill their parent"; return -1; }
-      return child_need + (kind == RESTART ? 0 : 1);
+      if (kind == RESTART) return child_need;
+      // the second visit waits under the child: two frames while a leaf child is pushed, one under a composite's
+      return child_need + 1 > 2 ? child_need + 1 : 2;
     }
     case TIMM: {
       namespace f = field::TIMM;
@@ -1029,8 +1043,17 @@ LRF_HD void greedy_step(double* state, double* gs, int num_groups, double metric
   if (config[c::smooth] != 0.0) {  // StreamingAverage.streamavg: append, then drop the oldest past the window
     const int64_t window = static_cast<int64_t>(config[c::window_size]);
     double* ring = gs + c::RING;
-    int64_t count = static_cast<int64_t>(gs[c::AVG_COUNT]), head = static_cast<int64_t>(gs[c::AVG_HEAD]);
-    double sum = gs[c::AVG_SUM] + metric;
+    const double count_d = gs[c::AVG_COUNT], head_d = gs[c::AVG_HEAD];
+    int64_t count = 0, head = 0;
+    double sum = 0.0;
+    // The window's position indexes memory: one outside the window (a state no report can leave) starts a
+    // fresh window rather than reading or writing past it (checkpoints are checked on load).
+    if (count_d >= 0.0 && count_d <= static_cast<double>(window) && head_d >= 0.0 && head_d < static_cast<double>(window)) {
+      count = static_cast<int64_t>(count_d);
+      head = static_cast<int64_t>(head_d);
+      sum = gs[c::AVG_SUM];
+    }
+    sum += metric;
     if (count < window) {
       ring[(head + count) % window] = metric;
       count += 1;

@@ -45,32 +45,38 @@ namespace {
 struct CheckedProgram {
   const void* data = nullptr;
   uint32_t version = 0;
+  ProgramInfo info;
 };
 std::mutex checked_programs_mutex;
 std::unordered_map<const void*, CheckedProgram> checked_programs;
 }  // namespace
 
-void check_program(const at::Tensor& program) {
+namespace {
+ProgramInfo validated_info(const double* program, int64_t len) {
+  const char* why = sched::validate_program(program, len);
+  TORCH_CHECK(why == nullptr, "lrfused: invalid schedule program: ", why);
+  return ProgramInfo{sched::schedules_hyper(program, HYPER_WEIGHT_DECAY)};
+}
+}  // namespace
+
+ProgramInfo check_program(const at::Tensor& program) {
   TORCH_CHECK(program.defined() && program.scalar_type() == at::kDouble && program.dim() == 1 &&
                   program.is_contiguous() && program.numel() >= 2,
               "lrfused: program must be a packed schedule (contiguous 1-D float64 tensor of at least 2 values)");
-  if (program.device().is_cpu()) {
-    const char* why = sched::validate_program(program.const_data_ptr<double>(), program.numel());
-    TORCH_CHECK(why == nullptr, "lrfused: invalid schedule program: ", why);
-    return;
-  }
+  if (program.device().is_cpu()) return validated_info(program.const_data_ptr<double>(), program.numel());
   const void* impl = program.unsafeGetTensorImpl();
-  const CheckedProgram key{program.const_data_ptr(), program.unsafeGetTensorImpl()->version_counter().current_version()};
+  CheckedProgram key{program.const_data_ptr(), program.unsafeGetTensorImpl()->version_counter().current_version()};
   {
     std::lock_guard<std::mutex> lock(checked_programs_mutex);
     const auto it = checked_programs.find(impl);
-    if (it != checked_programs.end() && it->second.data == key.data && it->second.version == key.version) return;
+    if (it != checked_programs.end() && it->second.data == key.data && it->second.version == key.version)
+      return it->second.info;
   }
   const at::Tensor host = program.cpu();  // once per program tensor, outside the lock: it synchronises
-  const char* why = sched::validate_program(host.const_data_ptr<double>(), host.numel());
-  TORCH_CHECK(why == nullptr, "lrfused: invalid schedule program: ", why);
+  key.info = validated_info(host.const_data_ptr<double>(), host.numel());
   std::lock_guard<std::mutex> lock(checked_programs_mutex);
   checked_programs[impl] = key;
+  return key.info;
 }
 
 int64_t check_sched_state(const at::Tensor& state, int64_t num_groups) {
@@ -114,15 +120,15 @@ void check_greedy_report(const at::Tensor& state, const at::Tensor& greedy_state
   TORCH_CHECK(static_cast<int64_t>(config.size()) == greedy::kFixed + 3 * num_groups,
               "lrfused: greedy_report_ config must hold ", static_cast<int>(greedy::kFixed),
               " + 3 * num_groups = ", greedy::kFixed + 3 * num_groups, " values, got ", config.size());
+  const bool smooth = config[greedy::smooth] != 0.0;
   const double window = config[greedy::window_size];
-  TORCH_CHECK(window >= 1 && window <= 1e7 && window == static_cast<double>(static_cast<int64_t>(window)),
-              "lrfused: greedy_report_ window_size must be an integer in [1, 1e7], got ", window);
+  TORCH_CHECK(!smooth || (window >= 1 && window <= 1e7 && window == static_cast<double>(static_cast<int64_t>(window))),
+              "lrfused: greedy_report_ window_size must be an integer in [1, 1e7] with smooth, got ", window);
+  const int64_t size = greedy::state_size(smooth, static_cast<int64_t>(window));
   TORCH_CHECK(greedy_state.defined() && greedy_state.scalar_type() == at::kDouble && greedy_state.dim() == 1 &&
-                  greedy_state.is_contiguous() &&
-                  greedy_state.numel() == greedy::state_size(static_cast<int64_t>(window)),
-              "lrfused: greedy_state must be a contiguous 1-D float64 tensor of ",
-              greedy::state_size(static_cast<int64_t>(window)), " values (window_size + ",
-              static_cast<int>(greedy::RING), ")");
+                  greedy_state.is_contiguous() && greedy_state.numel() == size,
+              "lrfused: greedy_state must be a contiguous 1-D float64 tensor of ", size, " values (",
+              static_cast<int>(greedy::RING), ", plus window_size with smooth)");
   TORCH_CHECK(greedy_state.device() == state.device(), "lrfused: greedy_state is on ", greedy_state.device(),
               " but sched_state is on ", state.device());
   TORCH_CHECK(metric.defined() && metric.numel() == 1, "lrfused: greedy_report_ metric must be a 1-element tensor");
@@ -144,7 +150,7 @@ std::vector<at::Tensor> flat_grads(at::TensorList grads) {
   return flat;
 }
 
-void check_group_step(const GroupStep& step) {
+void check_group_step(GroupStep& step) {
   const at::Tensor& state = step.sched_state;
   const int64_t num_groups = check_sched_state(state);
   TORCH_CHECK(step.group_index >= 0 && step.group_index < num_groups, "lrfused: group_index must be in [0, ",
@@ -152,7 +158,7 @@ void check_group_step(const GroupStep& step) {
   TORCH_CHECK(step.program.defined() && step.program.device() == state.device(), "lrfused: program is on ",
               step.program.defined() ? c10::str(step.program.device()) : std::string("no device"),
               " but sched_state is on ", state.device());
-  check_program(step.program);
+  step.weight_decay_scheduled = check_program(step.program).schedules_weight_decay;
   TORCH_CHECK(step.optimizer == OPT_SGD || step.optimizer == OPT_ADAM, "lrfused: unknown optimizer ", step.optimizer);
   TORCH_CHECK(step.flags >= 0 && (step.flags & ~static_cast<int64_t>(kAllFlags)) == 0,
               "lrfused: flags must be a bit set of lrfused::OptFlags, got ", step.flags);

@@ -27,6 +27,9 @@ struct GroupStep {
   std::optional<at::Tensor> grad_scale;
   std::optional<at::Tensor> found_inf;
   std::optional<at::Tensor> grad_factor;
+  // Set by check_group_step: the program schedules weight decay, so the kernel must apply weight decay
+  // even when hyper[HYPER_WEIGHT_DECAY] (its base) is 0.
+  bool weight_decay_scheduled = false;
 };
 
 // A checked call of fused_sgd_ / fused_adam_. state[j] is empty when the family (or its options) does not
@@ -53,10 +56,16 @@ at::Tensor real_view(const at::Tensor& t);
 // same strides wherever a size exceeds 1.
 bool same_walk_order(const at::Tensor& t, const at::Tensor& layout);
 
+// What the host needs to know about a program to pick a kernel (the program itself may be on the GPU).
+struct ProgramInfo {
+  bool schedules_weight_decay = false;  // a HYPERS program with a weight decay schedule (or wd_lr_reference)
+};
+
 // Raises unless `program` is a contiguous 1-D float64 tensor holding a valid packed schedule
 // (sched::validate_program). A program on a GPU is copied to the host and checked the first time it is
-// seen (per tensor and version): after that, the check is free and needs no synchronisation.
-void check_program(const at::Tensor& program);
+// seen (per tensor and version): after that, the check and its ProgramInfo are free and need no
+// synchronisation.
+ProgramInfo check_program(const at::Tensor& program);
 
 // Raises unless `state` is a sched_state: a contiguous 1-D float64 tensor of sched_size(G) slots for some
 // G >= 1 (for G == num_groups when num_groups >= 0). Returns G. Every op and the plan check it here.
@@ -82,7 +91,7 @@ void check_greedy_report(const at::Tensor& state, const at::Tensor& greedy_state
 std::vector<at::Tensor> flat_grads(at::TensorList grads);
 
 // Validates the group-level arguments (names the argument on error). Cheap; once per group step.
-void check_group_step(const GroupStep& step);
+void check_group_step(GroupStep& step);
 
 // Raises, naming the parameter, unless `grad` can be the gradient of `param` in a fused step: dense, same
 // dtype, shape and device, and (when the step writes gradients back: write_grad) no element stored twice.

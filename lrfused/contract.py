@@ -82,7 +82,7 @@ def greedy_config(fields: Mapping[str, float], min_lrs: Sequence[float], max_lrs
 
 
 def greedy_state_size(window_size: int) -> int:
-    """Number of float64 slots of a GreedyLR ``greedy_state`` with this smoothing window."""
+    """Number of float64 slots of a GreedyLR ``greedy_state`` with this smoothing window (0: no smoothing)."""
     return GREEDY_SLOTS["ring"] + int(window_size)
 
 

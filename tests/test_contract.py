@@ -81,7 +81,7 @@ EXAMPLES = {
     "OPTAX_PIECEWISE_CONSTANT": (S.optax.piecewise_constant_schedule(1.0, {3: 0.5}), {"init_value": 1.0, "count": 1}),
     "OPTAX_PIECEWISE_INTERPOLATE": (S.optax.piecewise_interpolate_schedule("cosine", 1.0, {3: 0.5, 6: 2.0}),
                                     {"init_value": 1.0, "interpolate": contract.ENUMS["anneal"]["COS"], "count": 2}),
-    "HYPERS": (None, {"count": 1, "wd_follows_lr": 1}),  # packed by the optimizer: _program_of below
+    "HYPERS": (None, {"count": 1, "wd_lr_reference": 1e-3}),  # packed by the optimizer: _program_of below
 }
 
 

@@ -44,7 +44,8 @@ def _hyper_values(opt_cls, kw, schedule, hyper, g, k):
                 "dampening": kw.get("dampening", 0.0)}
     for name, s in hyper.items():
         base = defaults[name]
-        out[name] = base * (lr / base_lr) if s == "lr" else s.lr_at(k, base)
+        # "lr": timm's corrected weight decay, relative to the optimizer's lr (its default here: 1e-3)
+        out[name] = base * (lr / kw.get("lr", 1e-3)) if s == "lr" else s.lr_at(k, base)
     if schedule.cycles_momentum:
         out["momentum"] = schedule.momentum_at(k, 0.9, group=g, num_groups=len(GROUP_LRS))
     return out
@@ -228,3 +229,154 @@ def test_bad_hyper_schedules_are_refused_before_anything_changes(opt_cls, hyper,
     with pytest.raises(exc, match=match):
         opt.add_param_group({"params": [params[1]], "hyper_schedules": hyper})
     assert [dict(g) for g in opt.param_groups] == before
+
+
+def test_an_absolute_weight_decay_schedule_from_a_base_of_zero(device):
+    """weight_decay=0 with a weight decay schedule (optax's absolute values) still decays: the kernels pick
+    their weight decay variant from the schedule, not from the base (once a GPU bug)."""
+    gen = torch.Generator().manual_seed(7)
+    p0 = torch.randn(50, dtype=torch.float64, generator=gen)
+    ours = torch.nn.Parameter(p0.clone().to(device))
+    theirs = torch.nn.Parameter(p0.clone())
+    wd = S.optax.linear_schedule(0.5, 0.1, 10)
+    for opt_cls in (lrfused.AdamW, lrfused.Adam):
+        lrf = opt_cls([ours], lr=0.1, weight_decay=0.0, hyper_schedules={"weight_decay": wd})
+        ref = getattr(torch.optim, opt_cls.__name__)([theirs], lr=0.1, weight_decay=0.0, foreach=False)
+        for k in range(12):
+            ref.param_groups[0]["weight_decay"] = wd.lr_at(k, 0.0)
+            g = torch.randn(50, dtype=torch.float64, generator=gen)
+            ours.grad, theirs.grad = g.to(device), g.clone()
+            lrf.step()
+            ref.step()
+        torch.testing.assert_close(ours.detach().cpu(), theirs.detach(), rtol=1e-12, atol=1e-12)
+
+
+def test_corrected_weight_decay_divides_by_the_optimizers_lr_in_every_group():
+    """timm's max_lr_snapshot is the optimizer's lr, also for groups with an lr of their own."""
+    from schedule_oracles import timm_module
+
+    cls = timm_module("timm.optim.adamw").AdamWLegacy
+    gen = torch.Generator().manual_seed(8)
+    p0 = [torch.randn(20, dtype=torch.float64, generator=gen) for _ in range(2)]
+    theirs = [torch.nn.Parameter(v.clone()) for v in p0]
+    ours = [torch.nn.Parameter(v.clone()) for v in p0]
+    ref = cls([{"params": [theirs[0]]}, {"params": [theirs[1]], "lr": 0.01}], lr=0.05, weight_decay=0.2,
+              corrected_weight_decay=True)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(ref, 15)
+    lrf = lrfused.AdamW([{"params": [ours[0]]}, {"params": [ours[1]], "lr": 0.01}], lr=0.05, weight_decay=0.2,
+                        schedule=S.CosineAnnealingLR(15), hyper_schedules={"weight_decay": "lr"})
+    for _ in range(12):
+        for a, b in zip(ours, theirs):
+            g = torch.randn(20, dtype=torch.float64, generator=gen)
+            a.grad, b.grad = g.clone(), g.clone()
+        ref.step()
+        sched.step()
+        lrf.step()
+    for a, b in zip(ours, theirs):
+        torch.testing.assert_close(a.detach(), b.detach(), rtol=1e-11, atol=1e-12)
+
+
+def test_per_group_hyper_schedules_survive_a_torch_checkpoint():
+    params = [torch.nn.Parameter(torch.zeros(3)) for _ in range(2)]
+    own = {"weight_decay": S.LinearLR(1.0, 0.0, 5)}
+    opt = lrfused.AdamW([{"params": [params[0]]}, {"params": [params[1]], "hyper_schedules": own}], lr=0.1)
+    torch_sd = torch.optim.AdamW([{"params": [torch.nn.Parameter(torch.zeros(3))]} for _ in range(2)],
+                                 lr=0.1).state_dict()
+    opt.load_state_dict(torch_sd)
+    assert opt.param_groups[0]["hyper_schedules"] == {}
+    assert opt.param_groups[1]["hyper_schedules"] == own
+
+
+def test_a_refused_checkpoint_changes_nothing():
+    p = torch.nn.Parameter(torch.zeros(3))
+    opt = lrfused.SGD([p], lr=0.1, momentum=0.9)
+    sd = opt.state_dict()
+    sd["param_groups"][0]["lr"] = 123.0
+    sd["param_groups"][0]["hyper_schedules"] = {"beta2": S.StepLR(2)}  # not an SGD hyperparameter
+    before = [dict(g) for g in opt.param_groups]
+    with pytest.raises(ValueError, match="schedules dampening, weight_decay"):
+        opt.load_state_dict(sd)
+    assert [dict(g) for g in opt.param_groups] == before
+
+
+def test_a_hyper_schedules_end_is_enforced_like_the_lrs():
+    p = torch.nn.Parameter(torch.zeros(3))
+    opt = lrfused.AdamW([p], lr=0.1, hyper_schedules={"weight_decay": S.LambdaLR(lambda k: 1.0 - 0.1 * k, 3)})
+    for _ in range(3):
+        p.grad = torch.ones(3)
+        opt.step()
+    before = p.detach().clone()
+    with pytest.raises(ValueError, match="past the end of the schedule"):
+        opt.step()
+    assert torch.equal(p.detach(), before)
+
+
+def test_nesterov_refuses_a_dampening_schedule():
+    with pytest.raises(ValueError, match="Nesterov momentum requires"):
+        lrfused.SGD([torch.nn.Parameter(torch.zeros(2))], lr=0.1, momentum=0.9, nesterov=True,
+                    hyper_schedules={"dampening": S.LinearLR(1.0, 0.0, 5)})
+
+
+def test_an_optimizer_pickled_before_the_scratch_slots_resumes_exactly():
+    """A pickled optimizer (not a state_dict) with the 8-slot sched_state header of earlier versions."""
+    def run(opt, params, ks):
+        for k in ks:
+            for p in params:
+                p.grad = torch.full_like(p, 0.1 * (k + 1))
+            opt.step()
+
+    def make():
+        params = [torch.nn.Parameter(torch.ones(4)) for _ in GROUP_LRS]
+        return params, lrfused.SGD([{"params": [p], "lr": lr} for p, lr in zip(params, GROUP_LRS)], momentum=0.9,
+                                   schedule=S.OneCycleLR([0.1, 0.2], total_steps=20))
+
+    full_params, full = make()
+    run(full, full_params, range(12))
+    params, opt = make()
+    run(opt, params, range(6))
+    blob = pickle.dumps((params, opt))
+    resumed_params, resumed = pickle.loads(blob)
+    for d, s in list(resumed._sched_states.items()):  # as an earlier version pickled it
+        resumed._sched_states[d] = torch.cat([s[:8], s[SchedLayout.HEADER:]])
+    resumed_params, resumed = pickle.loads(pickle.dumps((resumed_params, resumed)))
+    run(resumed, resumed_params, range(6, 12))
+    for p, q in zip(resumed_params, full_params):
+        assert torch.equal(p, q)
+
+
+def test_checkpoints_with_every_new_kind_load_with_weights_only():
+    """torch.load(weights_only=True), trainers' default, reads checkpoints holding the new schedules,
+    hyper_schedules and GreedyLR's state (every Schedule class is on torch's allowlist)."""
+    import io
+
+    params = [torch.nn.Parameter(torch.zeros(3)) for _ in range(4)]
+    groups = [
+        {"params": [params[0]], "schedule": S.timm.WSDLRScheduler(20, 5, decay_fn=lambda f: 1 - f, t_in_epochs=False,
+                                                                   noise_range_t=[2, 9])},
+        {"params": [params[1]], "schedule": S.deepspeed.OneCycle(0.01, 0.1).clamp(0.02).restart(50)},
+        {"params": [params[2]], "schedule": S.optax.sgdr_schedule([dict(init_value=0.0, peak_value=1.0,
+                                                                        warmup_steps=2, decay_steps=8)])},
+        {"params": [params[3]], "hyper_schedules": {"eps": S.optax.exponential_decay(1e-6, 3, 0.5),
+                                                    "weight_decay": "lr"}},
+    ]
+    opt = lrfused.AdamW(groups, lr=0.1)
+    for _ in range(3):
+        for p in params:
+            p.grad = torch.ones(3)
+        opt.step()
+    buf = io.BytesIO()
+    torch.save(opt.state_dict(), buf)
+    buf.seek(0)
+    loaded = torch.load(buf, weights_only=True)
+    assert [g["schedule"] for g in loaded["param_groups"]] == [g["schedule"] for g in opt.param_groups]
+    assert loaded["param_groups"][3]["hyper_schedules"] == opt.param_groups[3]["hyper_schedules"]
+    greedy = lrfused.SGD([torch.nn.Parameter(torch.zeros(2))], lr=0.1,
+                         schedule=S.get_schedule("greedy", smooth=True, window_size=4))
+    greedy.report(1.0)
+    buf = io.BytesIO()
+    torch.save(greedy.state_dict(), buf)
+    buf.seek(0)
+    again = lrfused.SGD([torch.nn.Parameter(torch.zeros(2))], lr=0.1,
+                        schedule=S.get_schedule("greedy", smooth=True, window_size=4))
+    again.load_state_dict(torch.load(buf, weights_only=True))
+    assert again.schedule_state.plateau == greedy.schedule_state.plateau

@@ -303,3 +303,22 @@ def test_clamp_and_restart_arguments():
     one_cycle = S.OneCycleLR(1.0, total_steps=10)
     assert one_cycle.restart(one_cycle.max_step() + 1).max_step() is None  # restarts before its end: never past
     assert one_cycle.restart(one_cycle.max_step() + 2).max_step() == one_cycle.max_step()
+
+
+def test_a_wrapper_around_a_leaf_needs_two_frames():
+    """CLAMP keeps a frame under its child: a raw program whose CHAINED children would need one frame more
+    than the evaluator has is refused (it once passed the check and evaluated without the clamp)."""
+    import lrfused
+    from lrfused import contract
+
+    def chained(n):
+        clamp = contract.node("CLAMP", {"min_lr": 0.0, "max_lr": 0.25},
+                              children=[contract.node("EXPONENTIAL", {"gamma": 0.5})])
+        rest = [contract.node("EXPONENTIAL", {"gamma": 1.0}) for _ in range(n - 1)]
+        return torch.tensor(contract.node("CHAINED", {"count": n}, children=[clamp] + rest), dtype=torch.float64)
+
+    with pytest.raises(RuntimeError, match="kMaxStack"):
+        lrfused._ops._C.check_program(chained(contract.MAX_STACK))
+    lrfused._ops._C.check_program(chained(contract.MAX_STACK - 1))
+    lrs = torch.ops.lrfused.schedule_lrs(chained(contract.MAX_STACK - 1), torch.arange(4), 1.0)
+    assert lrs.tolist() == [0.25, 0.25, 0.25, 0.125]

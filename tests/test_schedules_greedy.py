@@ -140,13 +140,9 @@ def test_bad_arguments_raise_what_hf_raises(kwargs, exc, match):
         S.get_schedule("greedy", **kwargs)
 
 
-def test_per_group_bounds_must_match_the_groups_before_anything_changes():
-    opt = _lrf(dict(min_lr=[1e-3, 1e-4, 1e-5]))
-    before = opt.schedule_state.plateau_lrs
-    with pytest.raises(ValueError, match="expected 2 min_lrs, got 3"):
-        opt.report(1.0)
-    assert opt.schedule_state.plateau_lrs == before
-    assert opt.schedule_state.plateau["num_reports"] == 0
+def test_per_group_bounds_must_match_the_groups():
+    with pytest.raises(ValueError, match="expected 2 min_lrs, got 3"):  # HF raises when built, so does lrfused
+        _lrf(dict(min_lr=[1e-3, 1e-4, 1e-5]))
     with pytest.raises(ValueError, match="window_size"):
         S.get_schedule("greedy", smooth=True, window_size=0)
 
@@ -177,3 +173,50 @@ def test_greedy_report_op_refuses_bad_arguments_and_changes_nothing(device):
         assert torch.equal(state, before[0]) and torch.equal(greedy_state, before[1])
     op(state, greedy_state, metric, config, 2)
     assert state[SchedLayout.PLATEAU_EPOCH] == 1 and greedy_state[contract.GREEDY_SLOTS["window_count"]] == 1
+
+
+def test_per_group_bounds_are_checked_at_construction():
+    params = [torch.nn.Parameter(torch.zeros(2)) for _ in GROUP_LRS]
+    with pytest.raises(ValueError, match="expected 2 max_lrs, got 3"):
+        lrfused.SGD([{"params": [p]} for p in params], lr=0.1, schedule=S.get_schedule("greedy", max_lr=[1, 2, 3]))
+
+
+def test_window_size_matters_only_with_smoothing():
+    """HF accepts window_size=0 without smoothing; so does lrfused, and keeps no window then."""
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(2))], lr=0.1)
+    GreedyLR(opt, window_size=0, smooth=False)
+    lrf = _lrf(dict(window_size=0, patience=1))
+    for m in _metrics(1, 20):
+        lrf.report(m)
+    assert lrf.schedule_state.plateau["num_reports"] == 20
+
+
+def test_a_corrupt_saved_window_is_refused_and_the_op_never_leaves_its_window():
+    from lrfused import contract
+    from lrfused.contract import SchedLayout
+
+    cfg = CONFIGS["smooth-window"]
+    opt = _lrf(cfg)
+    for m in _metrics(2, 10):
+        opt.report(m)
+    sd = opt.state_dict()
+    (name, state), = sd["lrfused"]["report_state"].items()
+    bad = state.clone()
+    bad[contract.GREEDY_SLOTS["window_head"]] = 20.0
+    sd["lrfused"]["report_state"][name] = bad
+    before = opt.schedule_state.plateau
+    with pytest.raises(ValueError, match="GreedyLR state"):
+        opt.load_state_dict(sd)
+    assert opt.schedule_state.plateau == before
+    # the op itself: a window position outside the window starts afresh, nothing written past it
+    window = cfg["window_size"]
+    buffer = torch.full((contract.greedy_state_size(window) + 30,), -7.0, dtype=torch.float64)
+    greedy_state = buffer[:contract.greedy_state_size(window)]
+    greedy_state.zero_()
+    greedy_state[contract.GREEDY_SLOTS["window_head"]] = 20.0
+    greedy_state[contract.GREEDY_SLOTS["window_count"]] = window
+    sched_state = torch.zeros(SchedLayout(2).size, dtype=torch.float64)
+    config = S.get_schedule("greedy", **cfg).greedy_config(GROUP_LRS)
+    torch.ops.lrfused.greedy_report_(sched_state, greedy_state, torch.tensor(1.0, dtype=torch.float64), config, 2)
+    assert torch.all(buffer[contract.greedy_state_size(window):] == -7.0)
+    assert greedy_state[contract.GREEDY_SLOTS["window_count"]] == 1

@@ -25,6 +25,7 @@ struct FusedStepLaunch {
   int group_index = 0;
   int num_groups = 0;       // G: sched_state has sched_size(G) slots
   double hyper[HYPER_COUNT] = {};  // lrfused::HyperSlot
+  bool weight_decay_scheduled = false;  // the program schedules weight decay (GroupStep::weight_decay_scheduled)
   DType param_dtype = DType::F32;  // params and grads
   DType state_dtype = DType::F32;  // every state tensor
   int64_t num_tensors = 0;

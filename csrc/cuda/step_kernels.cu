@@ -33,7 +33,7 @@ __global__ void schedule_kernel(const ScheduleArgs a) {
   a.sched_state[sched_slot(REGION_LAST_LR, a.num_groups, a.group_index)] = lr;
   a.sched_state[SCHED_SCHEDULED_MOMENTUM] = sched::momentum_at(a.program, k, base_momentum);
   for (int h = kFirstScheduledHyper; h < HYPER_COUNT; ++h)
-    a.sched_state[scheduled_hyper_slot(h)] = sched::hyper_at(a.program, h, k, a.hyper[h], lr, base_lr);
+    a.sched_state[scheduled_hyper_slot(h)] = sched::hyper_at(a.program, h, k, a.hyper[h], lr);
   // What param_groups[g]["lr"] shows: the lr of the next step (torch's value after opt.step(); sched.step()).
   a.sched_state[sched_slot(REGION_NEXT_LR, a.num_groups, a.group_index)] = sched::lr_at(a.program, k + 1, base_lr, plateau_lr);
   a.sched_state[sched_slot(REGION_NEXT_MOMENTUM, a.num_groups, a.group_index)] =

@@ -131,9 +131,12 @@ class _FusedOptimizer(StepMixin, ScheduleStateMixin, CheckpointMixin, torch.opti
 
     def _check_group_schedules(self, groups) -> None:
         """Every group's schedules pack for its index among ``groups``: a per-group list (OneCycleLR's
-        max_lr=[...]) must have one entry per group (torch's ValueError), checked before anything changes."""
+        max_lr=[...], GreedyLR's min_lr=[...]) must have one entry per group (torch's ValueError), checked
+        before anything changes."""
         for g, group in enumerate(groups):
             self._group_program(group, g, len(groups))
+            if group["schedule"].is_plateau:
+                group["schedule"]._report_config([0.0] * len(groups))
 
     # ---- hyperparameter schedules ----------------------------------------------------------------
     @classmethod
@@ -172,6 +175,10 @@ class _FusedOptimizer(StepMixin, ScheduleStateMixin, CheckpointMixin, torch.opti
         self._validate_group(group)
         if not isinstance(group.get("hyper_schedules", {}), dict):
             raise TypeError("lrfused: hyper_schedules must be a dict")
+        self._check_hyper_schedules_fit(group)
+
+    def _check_hyper_schedules_fit(self, group: dict) -> None:
+        """Family rules a hyperparameter schedule could break (SGD: Nesterov needs zero dampening)."""
 
     def group_program(self, group_index: int) -> torch.Tensor:
         """The packed float64 program the kernels evaluate for param group ``group_index`` (a fresh CPU tensor):
@@ -188,7 +195,9 @@ class _FusedOptimizer(StepMixin, ScheduleStateMixin, CheckpointMixin, torch.opti
             return group["schedule"].program(g, num_groups)
         fields = contract.HYPER_FIELDS[self._FAMILY]
         scheduled = sorted((fields.index(name), s) for name, s in hyper.items() if not isinstance(s, str))
-        node = contract.node("HYPERS", {"count": len(scheduled), "wd_follows_lr": hyper.get("weight_decay") == "lr"},
+        # timm's corrected weight decay divides by max_lr_snapshot: the optimizer's lr, for every group
+        reference = self._value(self.defaults["lr"]) if hyper.get("weight_decay") == "lr" else 0.0
+        node = contract.node("HYPERS", {"count": len(scheduled), "wd_lr_reference": reference},
                              tail=[slot for slot, _ in scheduled],
                              children=[group["schedule"]._pack_node(g, num_groups)]
                              + [s._pack_node(g, num_groups) for _, s in scheduled])
@@ -278,10 +287,12 @@ class _FusedOptimizer(StepMixin, ScheduleStateMixin, CheckpointMixin, torch.opti
         if cpu_state is not None:
             k = int(cpu_state[contract.SchedLayout.STEP])  # exact and free on the CPU
         for group in self.param_groups:
-            last = group["schedule"].max_step()
-            if last is not None and k > last:
-                raise ValueError(f"lrfused: step {k} is past the end of the schedule {group['schedule']!r}, "
-                                 f"which allows steps 0..{last} (torch's scheduler raises here too)")
+            for schedule in (group["schedule"], *(s for s in (group.get("hyper_schedules") or {}).values()
+                                                   if not isinstance(s, str))):
+                last = schedule.max_step()
+                if last is not None and k > last:
+                    raise ValueError(f"lrfused: step {k} is past the end of the schedule {schedule!r}, "
+                                     f"which allows steps 0..{last} (torch's scheduler raises here too)")
 
     @torch.no_grad()
     def step(self, closure=None, *, grad_scale: torch.Tensor | None = None, found_inf: torch.Tensor | None = None):
@@ -342,6 +353,9 @@ class _FusedOptimizer(StepMixin, ScheduleStateMixin, CheckpointMixin, torch.opti
         devices = {p.device for group in self.param_groups for p in group["params"]} or {torch.device("cpu")}
         num_groups = len(self.param_groups)
         config = plateau._report_config([self._base_lr(group) for group in self.param_groups])
+        if num_groups > contract.PLATEAU_MAX_GROUPS_CUDA and any(d.type == "cuda" for d in devices):
+            raise ValueError(f"lrfused: report() on CUDA supports up to {contract.PLATEAU_MAX_GROUPS_CUDA} param "
+                             f"groups (the metric machine's configuration is a kernel argument), got {num_groups}")
         for device in devices:
             self._sched_state(device)
             self._report_state(device, plateau)

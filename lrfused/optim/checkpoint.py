@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from .. import contract
 from ..contract import SchedLayout
 
 
@@ -23,6 +24,8 @@ class CheckpointMixin:
     def __setstate__(self, state):
         super().__setstate__(state)
         self.__dict__.setdefault("_report_states", {})  # pickles from before GreedyLR
+        # pickles from before sched_state's header grew: today's layout, as for checkpoints
+        self._sched_states = {d: self._upgraded_sched_state(s) for d, s in self.__dict__.get("_sched_states", {}).items()}
         self._plan = None
         self._plan_signature = None
         self._programs = {}
@@ -53,15 +56,17 @@ class CheckpointMixin:
         if len(saved_groups) != len(self.param_groups):
             raise ValueError(f"lrfused: loaded state dict has {len(saved_groups)} param groups, this optimizer has "
                              f"{len(self.param_groups)}")
-        schedules = [g["schedule"] for g in self.param_groups]
+        # What a loaded group keeps of this optimizer's where the checkpoint has none (torch's or older
+        # lrfused checkpoints): its schedules, then the defaults. Every group is checked before anything changes.
+        own = [{"schedule": g["schedule"], "hyper_schedules": g.get("hyper_schedules", {})} for g in self.param_groups]
         self._check_loaded_state(state_dict)
+        for saved, kept in zip(saved_groups, own):
+            self._complete_loaded_group({k: v for k, v in saved.items() if k != "params"}, kept)
+        if extra is not None:
+            self._check_saved_report_states(extra.get("report_state", {}))
         super().load_state_dict(state_dict)
-        for group, schedule in zip(self.param_groups, schedules):
-            group.setdefault("schedule", schedule)
-            for key, value in self.defaults.items():  # keys older checkpoints (or torch's) do not carry
-                group.setdefault(key, value)
-            group["hyper_schedules"] = self._normalized_hyper_schedules(group.get("hyper_schedules"))
-            self._check_group(group)
+        for group, kept in zip(self.param_groups, own):
+            self._complete_loaded_group(group, kept)
         for group in self.param_groups:
             for p in group["params"]:
                 state = self.state.get(p)
@@ -86,6 +91,33 @@ class CheckpointMixin:
             for device in {p.device for g in self.param_groups for p in g["params"]}:
                 self._sched_state(device)[SchedLayout.STEP] = self._host_steps
         self._invalidate()
+
+    def _complete_loaded_group(self, group: dict, kept: dict) -> None:
+        """Fills what a loaded group lacks (``kept``: this optimizer's schedules for it, then the defaults) and
+        checks it, raising as the constructor would."""
+        for key, value in (*kept.items(), *self.defaults.items()):  # keys older checkpoints (or torch's) lack
+            group.setdefault(key, value)
+        group["hyper_schedules"] = self._normalized_hyper_schedules(group.get("hyper_schedules"))
+        self._check_group(group)
+
+    def _check_saved_report_states(self, saved: dict) -> None:
+        """A saved GreedyLR state must be one its state machine can continue from: counters that are
+        counts and a smoothing window whose position lies inside it (they index device memory)."""
+        plateau = self._plateau_schedule()
+        if plateau is None or plateau._report_state_size() == 0:  # ReduceLROnPlateau keeps none
+            return
+        slots, size = contract.GREEDY_SLOTS, plateau._report_state_size()
+        window = size - slots["ring"]
+        for name, s in saved.items():
+            if not isinstance(s, torch.Tensor) or s.numel() != size:
+                continue  # another window size: dropped when mapped (a fresh machine)
+            v = s.detach().to("cpu", torch.float64).tolist()
+            count, head = v[slots["window_count"]], v[slots["window_head"]]
+            counters = (v[slots["num_good_epochs"]], v[slots["warmup_counter"]], v[slots["at_min_reductions"]])
+            if not (all(c >= 0 and c == int(c) for c in counters + (count, head))
+                    and count <= window and (window == 0 or head < window)):
+                raise ValueError(f"lrfused: the saved GreedyLR state for {name} is not one GreedyLR can reach "
+                                 f"(window count {count}, head {head}, window {window})")
 
     def _map_saved_report_states(self, saved: dict) -> dict:
         """GreedyLR's saved state, on the devices of the parameters: by name, else any saved one (every
@@ -112,10 +144,10 @@ class CheckpointMixin:
         and next-momentum regions, those regions added. Today's layout is returned as it is."""
         num_groups, old = len(self.param_groups), self._LEGACY_HEADER
         if s.numel() == old + 2 * num_groups:  # [header, last_lr, plateau_lr]
-            momenta = torch.tensor([self._momentum_at(g, 0) for g in range(num_groups)], dtype=s.dtype)
+            momenta = torch.tensor([self._momentum_at(g, 0) for g in range(num_groups)], dtype=s.dtype, device=s.device)
             s = torch.cat([s, s[old:old + num_groups], momenta])
         if s.numel() == old + len(SchedLayout.REGIONS) * num_groups:
-            s = torch.cat([s[:old], torch.zeros(SchedLayout.HEADER - old, dtype=s.dtype), s[old:]])
+            s = torch.cat([s[:old], torch.zeros(SchedLayout.HEADER - old, dtype=s.dtype, device=s.device), s[old:]])
         return s
 
     def _map_saved_sched_states(self, saved: dict) -> dict:

@@ -36,6 +36,11 @@ class SGD(_FusedOptimizer):
         if group["nesterov"] and (group["momentum"] <= 0 or group["dampening"] != 0):
             raise ValueError("Nesterov momentum requires a momentum and zero dampening")
 
+    def _check_hyper_schedules_fit(self, group: dict) -> None:
+        if group.get("nesterov") and "dampening" in (group.get("hyper_schedules") or {}):
+            raise ValueError("Nesterov momentum requires a momentum and zero dampening: a dampening schedule "
+                             "cannot be used with nesterov=True")
+
     def _state_keys(self, group) -> tuple:
         # A schedule that cycles momentum sets it at every step (as torch's CyclicLR/OneCycleLR overwrite
         # group["momentum"]), so the buffer exists even when the constructor's momentum is 0.

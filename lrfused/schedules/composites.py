@@ -126,51 +126,8 @@ class ChainedScheduler(Schedule):
                              children=[s._pack_node(g, n) for s in self.schedules])
 
 
-class PerEpoch(Schedule):
-    """``schedule`` evaluated at floor(step / steps_per_epoch) (``Schedule.per_epoch``)."""
-
-    _fields = ("schedule", "steps_per_epoch")
-
-    def __init__(self, schedule: Schedule, steps_per_epoch: int):
-        if not isinstance(schedule, Schedule):
-            raise TypeError(f"per_epoch expects a lrfused Schedule, got {type(schedule).__name__}")
-        if schedule.is_plateau or _contains_plateau(schedule):
-            raise ValueError("per_epoch does not support ReduceLROnPlateau: it is driven by reported "
-                             "metrics (opt.report), not by the step")
-        self._set(schedule=schedule, steps_per_epoch=_check_pos_int("steps_per_epoch", steps_per_epoch))
-        _check_stack("per_epoch", self._stack_need())
-
-    @property
-    def schedules(self):
-        return (self.schedule,)
-
-    @property
-    def cycles_momentum(self):
-        return self.schedule.cycles_momentum
-
-    @property
-    def _multiplicative(self):
-        return self.schedule._multiplicative
-
-    def _stack_need(self):
-        return self.schedule._stack_need()
-
-    def _group_count_hint(self):
-        return self.schedule._group_count_hint()
-
-    def max_step(self):
-        m = self.schedule.max_step()
-        return None if m is None else (m + 1) * self.steps_per_epoch - 1
-
-    def _pack_node(self, g, n):
-        return contract.node("PER_EPOCH", {"steps_per_epoch": self.steps_per_epoch},
-                             children=[self.schedule._pack_node(g, n)])
-
-
-
-
 # ----------------------------------------------------------------------------------------------------
-# wrappers of one schedule
+# wrappers of one schedule: per_epoch, Clamp, Restart
 
 
 def _check_wrapped(owner: str, schedule) -> Schedule:
@@ -195,6 +152,32 @@ class _Wrapper(Schedule):
 
     def _group_count_hint(self):
         return self.schedule._group_count_hint()
+
+
+class PerEpoch(_Wrapper):
+    """``schedule`` evaluated at floor(step / steps_per_epoch) (``Schedule.per_epoch``)."""
+
+    _fields = ("schedule", "steps_per_epoch")
+
+    def __init__(self, schedule: Schedule, steps_per_epoch: int):
+        schedule = _check_wrapped("per_epoch", schedule)
+        self._set(schedule=schedule, steps_per_epoch=_check_pos_int("steps_per_epoch", steps_per_epoch))
+        _check_stack("per_epoch", self._stack_need())
+
+    @property
+    def _multiplicative(self):
+        return self.schedule._multiplicative
+
+    def _stack_need(self):
+        return self.schedule._stack_need()
+
+    def max_step(self):
+        m = self.schedule.max_step()
+        return None if m is None else (m + 1) * self.steps_per_epoch - 1
+
+    def _pack_node(self, g, n):
+        return contract.node("PER_EPOCH", {"steps_per_epoch": self.steps_per_epoch},
+                             children=[self.schedule._pack_node(g, n)])
 
 
 class Clamp(_Wrapper):

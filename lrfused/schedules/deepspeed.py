@@ -198,6 +198,10 @@ def from_deepspeed(scheduler) -> Schedule:
     """The lrfused schedule equivalent to a constructed ``deepspeed.runtime.lr_schedules`` object, or to the
     ``scheduler`` section of a DeepSpeed config (``{"type": "WarmupLR", "params": {...}}``). Reads the
     configuration, not the position (``last_batch_iteration``): the schedule starts at step 0.
+
+    From a scheduler object, OneCycle's momentum cycle is on only where DeepSpeed kept it on (optimizers with
+    ``betas``); a config dict does not say which optimizer it is for, so there it follows the config's
+    ``cycle_momentum`` (default True: SGD's momentum cycles too; pass False to match DeepSpeed on SGD).
     """
     if isinstance(scheduler, dict):
         kind, params = scheduler.get("type"), dict(scheduler.get("params", {}))

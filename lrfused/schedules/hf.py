@@ -51,9 +51,11 @@ class GreedyLR(ReduceLROnPlateau):
                  eps: float = 1e-8, verbose: bool = False, smooth: bool = False, window_size: int = 50,
                  reset_start: int = 500):
         super().__init__(mode, factor, patience, threshold, threshold_mode, cooldown, min_lr, eps)
+        # the window is used (and must hold a value) only with smooth, as in HF
+        window_size = _check_pos_int("window_size", window_size) if smooth else _check_nonneg_int("window_size", window_size)
         self._set(warmup=_check_nonneg_int("warmup", warmup), max_lr=_real_or_list("max_lr", max_lr),
-                  verbose=bool(verbose), smooth=bool(smooth),
-                  window_size=_check_pos_int("window_size", window_size), reset_start=_int("reset_start", reset_start))
+                  verbose=bool(verbose), smooth=bool(smooth), window_size=window_size,
+                  reset_start=_int("reset_start", reset_start))
 
     def _group_count_hint(self):
         lists = [v for v in (self.min_lr, self.max_lr) if isinstance(v, tuple)]
@@ -80,7 +82,7 @@ class GreedyLR(ReduceLROnPlateau):
         raise ValueError("GreedyLR is fed through greedy_report_ (greedy_config), not plateau_report_")
 
     def _report_state_size(self) -> int:
-        return contract.greedy_state_size(self.window_size)
+        return contract.greedy_state_size(self.window_size if self.smooth else 0)
 
     def _report_config(self, base_lrs) -> list:
         return self.greedy_config(base_lrs)

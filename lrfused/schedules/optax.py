@@ -10,6 +10,7 @@ import logging
 
 from .. import contract
 from .base import Schedule, _check_real, _is_int
+from .composites import SequentialLR, _check_children, _check_stack
 
 _ANNEAL = contract.ENUMS["anneal"]
 
@@ -34,39 +35,26 @@ class OptaxSchedule(Schedule):
         return list(self.node)
 
 
-class JoinSchedules(Schedule):
-    """optax.join_schedules: schedule i (the last whose boundary <= k) at k - boundary."""
+class JoinSchedules(SequentialLR):
+    """optax.join_schedules: schedule i (the last whose boundary <= k) at k - boundary. SequentialLR's
+    evaluation, with optax's freedom: boundaries need not be positive or increasing."""
 
     _fields = ("schedules", "boundaries")
 
     def __init__(self, schedules, boundaries):
-        if not isinstance(schedules, (list, tuple)) or not schedules:
-            raise ValueError("join_schedules expects a non-empty list of schedules")
-        for i, s in enumerate(schedules):
-            if not isinstance(s, Schedule) or s.is_plateau:
-                raise TypeError(f"join_schedules: schedule at index {i} is not a step-driven lrfused Schedule")
+        schedules = _check_children("join_schedules", schedules)
         boundaries = tuple(boundaries)
         if len(boundaries) != len(schedules) - 1 or not all(_is_int(b) for b in boundaries):
             raise ValueError(f"join_schedules expects {len(schedules) - 1} integer boundaries, got {boundaries!r}")
-        self._set(schedules=tuple(schedules), boundaries=tuple(int(b) for b in boundaries))
+        self._set(schedules=schedules, boundaries=tuple(int(b) for b in boundaries))
+        _check_stack("join_schedules", self._stack_need())
 
     @property
-    def cycles_momentum(self):
-        return any(s.cycles_momentum for s in self.schedules)
-
-    @property
-    def _multiplicative(self):
-        return all(s._multiplicative for s in self.schedules)
-
-    def _stack_need(self):
-        return max(s._stack_need() for s in self.schedules)
+    def milestones(self):  # what SequentialLR packs and bounds
+        return self.boundaries
 
     def __repr__(self):
         return f"optax.join_schedules({list(self.schedules)!r}, {list(self.boundaries)!r})"
-
-    def _pack_node(self, g, n):
-        return contract.node("SEQUENTIAL", {"count": len(self.schedules)}, tail=self.boundaries,
-                             children=[s._pack_node(g, n) for s in self.schedules])
 
 
 def _int(name, v) -> int:

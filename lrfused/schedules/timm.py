@@ -83,6 +83,8 @@ class _TimmScheduler(Schedule):
             raise ValueError(f"noise_range_t must be an integer or a [start, end) pair of integers, got {noise_range_t!r}")
         if noise_horizon_t is not None and not _is_int(noise_range_t):
             raise ValueError("noise_horizon_t applies only to a noise_range_t without an end")
+        if isinstance(noise_range_t, list):
+            noise_range_t = tuple(noise_range_t)  # immutable and hashable, as every schedule
         self._set(warmup_t=warmup_t, warmup_lr_init=warmup_lr_init, warmup_prefix=bool(warmup_prefix),
                   t_in_epochs=t_in_epochs, steps_per_epoch=steps_per_epoch, noise_range_t=noise_range_t,
                   noise_type=noise_type, noise_pct=noise_pct, noise_std=noise_std, noise_seed=int(noise_seed),
