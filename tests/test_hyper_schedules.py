@@ -176,34 +176,37 @@ def test_hyper_schedules_are_saved_with_the_groups():
     assert opt.param_groups[0]["schedule"] == make_schedule()
 
 
+def _run_legacy_case(opt, params, ks):
+    for k in ks:
+        for p in params:
+            p.grad = torch.full_like(p, 0.1 * (k + 1))
+        opt.step()
+
+
+def _legacy_case():
+    """Two groups, per-group OneCycleLR lists: what the 8-slot-header upgrade must carry over."""
+    params = [torch.nn.Parameter(torch.ones(4)) for _ in GROUP_LRS]
+    return params, lrfused.SGD([{"params": [p], "lr": lr} for p, lr in zip(params, GROUP_LRS)], momentum=0.9,
+                               schedule=S.OneCycleLR([0.1, 0.2], total_steps=20))
+
+
 def test_a_checkpoint_from_before_the_scratch_slots_resumes_exactly():
     """sched_state saved with the 8-slot header of earlier lrfused versions loads into today's layout."""
-    def run(opt, params, ks):
-        for k in ks:
-            for p in params:
-                p.grad = torch.full_like(p, 0.1 * (k + 1))
-            opt.step()
-
-    def make():
-        params = [torch.nn.Parameter(torch.ones(4)) for _ in GROUP_LRS]
-        return params, lrfused.SGD([{"params": [p], "lr": lr} for p, lr in zip(params, GROUP_LRS)], momentum=0.9,
-                                   schedule=S.OneCycleLR([0.1, 0.2], total_steps=20))
-
-    full_params, full = make()
-    run(full, full_params, range(12))
-    params, opt = make()
-    run(opt, params, range(6))
+    full_params, full = _legacy_case()
+    _run_legacy_case(full, full_params, range(12))
+    params, opt = _legacy_case()
+    _run_legacy_case(opt, params, range(6))
     sd = opt.state_dict()
     legacy = {}
     for name, s in sd["lrfused"]["sched_state"].items():
         legacy[name] = torch.cat([s[:8], s[SchedLayout.HEADER:]])  # an 8-slot header, as saved before
     sd["lrfused"]["sched_state"] = legacy
-    resumed_params, resumed = make()
+    resumed_params, resumed = _legacy_case()
     with torch.no_grad():
         for p, q in zip(resumed_params, params):
             p.copy_(q)
     resumed.load_state_dict(sd)
-    run(resumed, resumed_params, range(6, 12))
+    _run_legacy_case(resumed, resumed_params, range(6, 12))
     for p, q in zip(resumed_params, full_params):
         assert torch.equal(p, q)
     assert resumed.get_last_lr() == full.get_last_lr()
@@ -319,27 +322,16 @@ def test_nesterov_refuses_a_dampening_schedule():
 
 def test_an_optimizer_pickled_before_the_scratch_slots_resumes_exactly():
     """A pickled optimizer (not a state_dict) with the 8-slot sched_state header of earlier versions."""
-    def run(opt, params, ks):
-        for k in ks:
-            for p in params:
-                p.grad = torch.full_like(p, 0.1 * (k + 1))
-            opt.step()
-
-    def make():
-        params = [torch.nn.Parameter(torch.ones(4)) for _ in GROUP_LRS]
-        return params, lrfused.SGD([{"params": [p], "lr": lr} for p, lr in zip(params, GROUP_LRS)], momentum=0.9,
-                                   schedule=S.OneCycleLR([0.1, 0.2], total_steps=20))
-
-    full_params, full = make()
-    run(full, full_params, range(12))
-    params, opt = make()
-    run(opt, params, range(6))
+    full_params, full = _legacy_case()
+    _run_legacy_case(full, full_params, range(12))
+    params, opt = _legacy_case()
+    _run_legacy_case(opt, params, range(6))
     blob = pickle.dumps((params, opt))
     resumed_params, resumed = pickle.loads(blob)
     for d, s in list(resumed._sched_states.items()):  # as an earlier version pickled it
         resumed._sched_states[d] = torch.cat([s[:8], s[SchedLayout.HEADER:]])
     resumed_params, resumed = pickle.loads(pickle.dumps((resumed_params, resumed)))
-    run(resumed, resumed_params, range(6, 12))
+    _run_legacy_case(resumed, resumed_params, range(6, 12))
     for p, q in zip(resumed_params, full_params):
         assert torch.equal(p, q)
 

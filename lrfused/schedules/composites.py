@@ -140,11 +140,18 @@ def _check_wrapped(owner: str, schedule) -> Schedule:
 
 
 class _Wrapper(Schedule):
-    """One child schedule, changed by the wrapper."""
+    """One child schedule, changed by the wrapper (by default as multiplicative as it, and no deeper)."""
 
     @property
     def schedules(self):
         return (self.schedule,)
+
+    @property
+    def _multiplicative(self):
+        return self.schedule._multiplicative
+
+    def _stack_need(self):
+        return self.schedule._stack_need()
 
     @property
     def cycles_momentum(self):
@@ -163,13 +170,6 @@ class PerEpoch(_Wrapper):
         schedule = _check_wrapped("per_epoch", schedule)
         self._set(schedule=schedule, steps_per_epoch=_check_pos_int("steps_per_epoch", steps_per_epoch))
         _check_stack("per_epoch", self._stack_need())
-
-    @property
-    def _multiplicative(self):
-        return self.schedule._multiplicative
-
-    def _stack_need(self):
-        return self.schedule._stack_need()
 
     def max_step(self):
         m = self.schedule.max_step()
@@ -222,13 +222,6 @@ class Restart(_Wrapper):
         schedule = _check_wrapped("Restart", schedule)
         self._set(schedule=schedule, period=_check_pos_int("period", period))
         _check_stack("Restart", self._stack_need())
-
-    @property
-    def _multiplicative(self):
-        return self.schedule._multiplicative
-
-    def _stack_need(self):
-        return self.schedule._stack_need()
 
     def max_step(self):
         m = self.schedule.max_step()
