@@ -368,8 +368,12 @@ class _FusedOptimizer(StepMixin, ScheduleStateMixin, CheckpointMixin, torch.opti
 
     def _report_state(self, device: torch.device, plateau) -> torch.Tensor:
         """The state a metric-driven schedule keeps besides sched_state (GreedyLR's counters and smoothing
-        window), per device, zero (fresh) until the first report."""
+        window), per device, zero (fresh) until the first report. None kept for schedules without one
+        (ReduceLROnPlateau), so checkpoints carry only real state."""
         size = plateau._report_state_size()
+        if size == 0:
+            self._report_states.pop(device, None)
+            return torch.zeros(0, dtype=torch.float64, device=device)
         state = self._report_states.get(device)
         if state is None or state.numel() != size:
             state = self._report_states[device] = torch.zeros(size, dtype=torch.float64, device=device)

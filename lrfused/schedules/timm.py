@@ -44,6 +44,7 @@ class _TimmScheduler(Schedule):
     _fields = ()  # the subclass's signature, then the stepping and noise options
     _common = ("t_in_epochs", "steps_per_epoch", "noise_range_t", "noise_type", "noise_pct", "noise_std",
                "noise_seed", "noise_horizon_t")
+    _hidden = _common  # compared and pickled with the signature's fields (shown by __repr__ below)
 
     def _init_common(self, warmup_t, warmup_lr_init, warmup_prefix, t_in_epochs, steps_per_epoch, noise_range_t,
                      noise_type, noise_pct, noise_std, noise_seed, noise_horizon_t):
@@ -94,9 +95,6 @@ class _TimmScheduler(Schedule):
         args = ", ".join(f"{f}={getattr(self, f)!r}" for f in self._fields + self._common)
         return f"timm.{type(self).__name__}({args})"
 
-    def _key(self):
-        return (type(self),) + tuple(getattr(self, f) for f in self._fields + self._common)
-
     @property
     def _multiplicative(self):
         return False
@@ -105,7 +103,8 @@ class _TimmScheduler(Schedule):
         return 2 if self._noise_range is not None else 1
 
     def _cycle_fields(self) -> dict:
-        return {}
+        """The TIMM node's fields this scheduler sets (checked by its constructor into ``_cycles``)."""
+        return self._cycles
 
     def _leaf(self) -> list:
         """timm's _get_lr(t) as one node."""
@@ -168,9 +167,6 @@ class CosineLRScheduler(_TimmScheduler):
         self._init_common(warmup_t, warmup_lr_init, warmup_prefix, t_in_epochs, steps_per_epoch, noise_range_t,
                           noise_type, noise_pct, noise_std, noise_seed, noise_horizon_t)
 
-    def _cycle_fields(self):
-        return self._cycles
-
 
 class PolyLRScheduler(_TimmScheduler):
     """timm.scheduler.PolyLRScheduler: (1 - t^k / t_i^k)^power cycles."""
@@ -190,9 +186,6 @@ class PolyLRScheduler(_TimmScheduler):
                   cycle_limit=cycle_limit, k_decay=k_decay, _cycles=cycles)
         self._init_common(warmup_t, warmup_lr_init, warmup_prefix, t_in_epochs, steps_per_epoch, noise_range_t,
                           noise_type, noise_pct, noise_std, noise_seed, noise_horizon_t)
-
-    def _cycle_fields(self):
-        return self._cycles
 
 
 class TanhLRScheduler(_TimmScheduler):
@@ -218,9 +211,6 @@ class TanhLRScheduler(_TimmScheduler):
         self._init_common(warmup_t, warmup_lr_init, warmup_prefix, t_in_epochs, steps_per_epoch, noise_range_t,
                           noise_type, noise_pct, noise_std, noise_seed, noise_horizon_t)
 
-    def _cycle_fields(self):
-        return self._cycles
-
 
 class StepLRScheduler(_TimmScheduler):
     """timm.scheduler.StepLRScheduler: base * decay_rate ** (t // decay_t)."""
@@ -239,9 +229,6 @@ class StepLRScheduler(_TimmScheduler):
                   _cycles=dict(decay_t=d, decay_rate=_check_real("decay_rate", decay_rate)))
         self._init_common(warmup_t, warmup_lr_init, warmup_prefix, t_in_epochs, steps_per_epoch, noise_range_t,
                           noise_type, noise_pct, noise_std, noise_seed, noise_horizon_t)
-
-    def _cycle_fields(self):
-        return self._cycles
 
 
 class MultiStepLRScheduler(_TimmScheduler):
@@ -262,9 +249,6 @@ class MultiStepLRScheduler(_TimmScheduler):
                   _cycles=dict(decay_rate=_check_real("decay_rate", decay_rate)))
         self._init_common(warmup_t, warmup_lr_init, warmup_prefix, t_in_epochs, steps_per_epoch, noise_range_t,
                           noise_type, noise_pct, noise_std, noise_seed, noise_horizon_t)
-
-    def _cycle_fields(self):
-        return self._cycles
 
     def _milestones(self):
         return self._tail
