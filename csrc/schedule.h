@@ -332,7 +332,7 @@ LRF_HD double timm_after_warmup(const double* p, double t, double b) {
   const double k = p[f::k_decay];
   const double frac = pow(t_curr, k) / pow(t_i, k);
   if (shape == timm::POLY) return lr_min + (lr_max - lr_min) * pow(1.0 - frac, p[f::power]);
-  return lr_min + 0.5 * (lr_max - lr_min) * (1.0 + cos(kPi * pow(t_curr, k) / pow(t_i, k)));  // COSINE
+  return toward(lr_min, lr_max, half_cos(kPi * pow(t_curr, k) / pow(t_i, k)));  // COSINE
 }
 
 LRF_HD double timm_lr(const double* p, int64_t k, double b) {
@@ -372,7 +372,7 @@ LRF_HD double timm_wsd_lr(const double* p, int64_t k, double b) {
   switch (static_cast<int>(p[f::decay_fn])) {
     case timm_wsd::decay::LINEAR: decay = 1.0 - frac; break;
     case timm_wsd::decay::ONE_MINUS_SQRT: decay = 1.0 - sqrt(frac); break;
-    case timm_wsd::decay::COSINE: decay = 0.5 * (1.0 + cos(kPi * frac)); break;
+    case timm_wsd::decay::COSINE: decay = half_cos(kPi * frac); break;
     case timm_wsd::decay::POWER: decay = 1.0 - pow(frac, p[f::decay_power]); break;
     case timm_wsd::decay::EXP: {
       const double r = p[f::decay_ratio];
@@ -410,7 +410,7 @@ LRF_HD double ds_warmup_lr(const double* p, int64_t k, double b) {
       const double real_total = total - w > 1.0 ? total - w : 1.0;
       const double progress = (i - w + 1.0) / real_total;
       const double c = p[f::cos_min_ratio];
-      ratio = max_d(0.0, c + (1.0 - c) * ((1.0 + cos(kPi * (progress < 1.0 ? progress : 1.0))) / 2.0));
+      ratio = max_d(0.0, c + (1.0 - c) * half_cos(kPi * (progress < 1.0 ? progress : 1.0)));
     }
     return b * ratio;
   }
@@ -477,7 +477,7 @@ LRF_HD double optax_lr(int kind, const double* p, int64_t k) {
       if (steps <= 0.0) return init;
       double c = count - p[f::transition_begin];
       c = c < 0.0 ? 0.0 : (c > steps ? steps : c);
-      return (init - end) * pow(1.0 - c / steps, p[f::power]) + end;
+      return toward(end, init, pow(1.0 - c / steps, p[f::power]));
     }
     case OPTAX_EXPONENTIAL: {
       namespace f = field::OPTAX_EXPONENTIAL;
@@ -497,8 +497,7 @@ LRF_HD double optax_lr(int kind, const double* p, int64_t k) {
       namespace f = field::OPTAX_COSINE;
       const double steps = p[f::decay_steps], alpha = p[f::alpha];
       const double c = count < steps ? count : steps;
-      const double cosine = 0.5 * (1.0 + cos(kPi * c / steps));
-      return p[f::init_value] * ((1.0 - alpha) * pow(cosine, p[f::exponent]) + alpha);
+      return p[f::init_value] * ((1.0 - alpha) * pow(half_cos(kPi * c / steps), p[f::exponent]) + alpha);
     }
     case OPTAX_PIECEWISE_CONSTANT: {
       namespace f = field::OPTAX_PIECEWISE_CONSTANT;
@@ -513,14 +512,13 @@ LRF_HD double optax_lr(int kind, const double* p, int64_t k) {
       const int64_t n = as_int(p[f::count]);
       const double* bounds = p + f::kFixed;  // bounds[-1] is 0
       const double* values = bounds + n;     // values[-1] is init_value
-      const bool cosine = static_cast<int>(p[f::interpolate]) == anneal::COS;
       double sum = 0.0;
       for (int64_t i = 0; i < n; ++i) {
         const double lo = i == 0 ? 0.0 : bounds[i - 1], hi = bounds[i];
         if (!(lo <= count && count < hi)) continue;
         const double start = i == 0 ? p[f::init_value] : values[i - 1], end = values[i];
         const double pct = (count - lo) / (hi - lo > 1.0 ? hi - lo : 1.0);
-        sum += cosine ? end + (start - end) / 2.0 * (cos(kPi * pct) + 1.0) : (end - start) * pct + start;
+        sum += anneal_between(static_cast<int>(p[f::interpolate]), start, end, pct);  // optax's two interpolations
       }
       const double last_bound = n > 0 ? bounds[n - 1] : 0.0, last_value = n > 0 ? values[n - 1] : p[f::init_value];
       if (last_bound <= count) sum += last_value;
@@ -979,6 +977,26 @@ inline const char* validate_program(const double* prog, int64_t len) {
 // has been reported yet and `best` is taken as +inf (mode min) / -inf (mode max) whatever the slot holds,
 // so a zero-initialised sched_state is a valid fresh state.
 // config: the plateau::Config fields (contract.h), then min_lr_0 .. min_lr_{num_groups-1}
+namespace detail {
+// ReduceLROnPlateau's is_better (GreedyLR's too): metric against the best so far, by mode and threshold mode.
+LRF_HD bool metric_is_better(double metric, double best, bool mode_max, bool thr_abs, double threshold) {
+  if (!mode_max && !thr_abs) return metric < best * (1.0 - threshold);
+  if (!mode_max) return metric < best - threshold;
+  if (!thr_abs) return metric > best * (threshold + 1.0);
+  return metric > best + threshold;
+}
+
+// ReduceLROnPlateau's _reduce_lr (GreedyLR's too): every group's lr to max(lr * factor, min_lr), unless that
+// changes it by eps or less.
+LRF_HD void reduce_plateau_lrs(double* state, int num_groups, double factor, const double* min_lrs, double eps) {
+  for (int g = 0; g < num_groups; ++g) {
+    double& lr = state[sched_slot(REGION_PLATEAU_LR, num_groups, g)];
+    const double new_lr = max_d(lr * factor, min_lrs[g]);
+    if (lr - new_lr > eps) lr = new_lr;
+  }
+}
+}  // namespace detail
+
 LRF_HD void plateau_step(double* state, int num_groups, double metric, const double* config) {
   const bool mode_max = config[plateau::mode_is_max] != 0.0;
   const double factor = config[plateau::factor], patience = config[plateau::patience];
@@ -991,11 +1009,7 @@ LRF_HD void plateau_step(double* state, int num_groups, double metric, const dou
   if (state[SCHED_PLATEAU_EPOCH] == 0.0) best = mode_max ? -HUGE_VAL : HUGE_VAL;
   state[SCHED_PLATEAU_EPOCH] += 1.0;
 
-  bool better;
-  if (!mode_max && !thr_abs) better = metric < best * (1.0 - threshold);
-  else if (!mode_max) better = metric < best - threshold;
-  else if (!thr_abs) better = metric > best * (threshold + 1.0);
-  else better = metric > best + threshold;
+  const bool better = detail::metric_is_better(metric, best, mode_max, thr_abs, threshold);
 
   double num_bad = state[SCHED_PLATEAU_BAD];
   double cooldown_counter = state[SCHED_PLATEAU_COOLDOWN];
@@ -1010,12 +1024,7 @@ LRF_HD void plateau_step(double* state, int num_groups, double metric, const dou
     num_bad = 0.0;
   }
   if (num_bad > patience) {
-    for (int g = 0; g < num_groups; ++g) {
-      double& lr = state[sched_slot(REGION_PLATEAU_LR, num_groups, g)];
-      const double old_lr = lr;
-      const double new_lr = detail::max_d(old_lr * factor, min_lrs[g]);
-      if (old_lr - new_lr > eps) lr = new_lr;
-    }
+    detail::reduce_plateau_lrs(state, num_groups, factor, min_lrs, eps);
     cooldown_counter = cooldown;
     num_bad = 0.0;
   }
@@ -1079,12 +1088,7 @@ LRF_HD void greedy_step(double* state, double* gs, int num_groups, double metric
     gs[c::WARMUP] -= 1.0;
     bad = good = 0.0;
   } else {
-    bool better;
-    if (!mode_max && !thr_abs) better = current < best * (1.0 - threshold);
-    else if (!mode_max) better = current < best - threshold;
-    else if (!thr_abs) better = current > best * (1.0 + threshold);
-    else better = current > best + threshold;
-    if (better) {
+    if (detail::metric_is_better(current, best, mode_max, thr_abs, threshold)) {
       best = current;
       bad = 0.0;
       good += 1.0;
@@ -1104,14 +1108,10 @@ LRF_HD void greedy_step(double* state, double* gs, int num_groups, double metric
       gs[c::WARMUP] = config[c::warmup];
       good = 0.0;
     } else if (bad > patience) {  // _reduce_lr
+      detail::reduce_plateau_lrs(state, num_groups, factor, min_lrs, eps);
       bool all_at_min = true;
-      for (int g = 0; g < num_groups; ++g) {
-        double& lr = state[sched_slot(REGION_PLATEAU_LR, num_groups, g)];
-        const double old_lr = lr;
-        const double new_lr = detail::max_d(old_lr * factor, min_lrs[g]);
-        if (old_lr - new_lr > eps) lr = new_lr;
-        if (lr > min_lrs[g]) all_at_min = false;
-      }
+      for (int g = 0; g < num_groups; ++g)
+        if (state[sched_slot(REGION_PLATEAU_LR, num_groups, g)] > min_lrs[g]) all_at_min = false;
       if (all_at_min) {
         gs[c::AT_MIN] += 1.0;
         if (config[c::reset_start] - gs[c::AT_MIN] <= 0.0) {  // _reset
