@@ -10,7 +10,6 @@ import torch
 from .. import contract
 from .. import schedules as _schedules
 from .._ops import _C as _ops_C
-from .._ops import ops
 from .checkpoint import CheckpointMixin
 from .checks import _check_no_shared_memory, _check_torch_keywords, _is_dtensor, _is_number, _real_dtype
 from .schedule_state import ScheduleStateMixin

@@ -27,6 +27,12 @@ def _is_real(v) -> bool:
     return isinstance(v, numbers.Real) and not isinstance(v, bool)
 
 
+def _check_int(name: str, v) -> int:
+    if not _is_int(v):
+        raise TypeError(f"{name} must be an integer, got {v!r}")
+    return int(v)
+
+
 def _check_pos_int(name: str, v) -> int:
     if not _is_int(v) or v <= 0:
         raise ValueError(f"Expected positive integer {name}, but got {v!r}")

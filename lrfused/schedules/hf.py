@@ -4,7 +4,8 @@ from __future__ import annotations
 import torch
 
 from .. import contract
-from .base import Constant, Schedule, _check_nonneg_int, _check_pos_int, _check_real, _is_int, _real_or_list
+from .base import (Constant, Schedule, _check_int, _check_nonneg_int, _check_pos_int, _check_real, _is_int,
+                   _real_or_list)
 from .torch_policies import ReduceLROnPlateau
 
 # ----------------------------------------------------------------------------------------------------
@@ -55,7 +56,7 @@ class GreedyLR(ReduceLROnPlateau):
         window_size = _check_pos_int("window_size", window_size) if smooth else _check_nonneg_int("window_size", window_size)
         self._set(warmup=_check_nonneg_int("warmup", warmup), max_lr=_real_or_list("max_lr", max_lr),
                   verbose=bool(verbose), smooth=bool(smooth), window_size=window_size,
-                  reset_start=_int("reset_start", reset_start))
+                  reset_start=_check_int("reset_start", reset_start))
 
     def _group_count_hint(self):
         lists = [v for v in (self.min_lr, self.max_lr) if isinstance(v, tuple)]
@@ -89,12 +90,6 @@ class GreedyLR(ReduceLROnPlateau):
 
     def _report(self, sched_state, report_state, metric, config, num_groups) -> None:
         torch.ops.lrfused.greedy_report_(sched_state, report_state, metric, config, num_groups)
-
-
-def _int(name, v) -> int:
-    if not _is_int(v):
-        raise TypeError(f"{name} must be an integer, got {v!r}")
-    return int(v)
 
 
 HF_NAMES = ("constant", "constant_with_warmup", "linear", "cosine", "cosine_with_restarts", "polynomial",

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 
 from .. import contract
-from .base import Schedule, _check_real, _is_int
+from .base import Schedule, _check_int, _check_real, _is_int
 from .composites import SequentialLR, _check_children, _check_stack
 
 _ANNEAL = contract.ENUMS["anneal"]
@@ -57,12 +57,6 @@ class JoinSchedules(SequentialLR):
         return f"optax.join_schedules({list(self.schedules)!r}, {list(self.boundaries)!r})"
 
 
-def _int(name, v) -> int:
-    if not _is_int(v):
-        raise TypeError(f"{name} must be an integer, got {v!r}")
-    return int(v)
-
-
 def _make(name, kind, fields, tail=(), **shown):
     shown = tuple((k, tuple(sorted(v.items())) if isinstance(v, dict) else v) for k, v in shown.items())
     return OptaxSchedule(name, shown, tuple(contract.node(kind, fields, tail=tail)))
@@ -77,7 +71,7 @@ def constant_schedule(value) -> Schedule:
 def polynomial_schedule(init_value, end_value, power, transition_steps: int, transition_begin: int = 0) -> Schedule:
     init_value, end_value = _check_real("init_value", init_value), _check_real("end_value", end_value)
     power = _check_real("power", power)
-    steps, begin = _int("transition_steps", transition_steps), _int("transition_begin", transition_begin)
+    steps, begin = _check_int("transition_steps", transition_steps), _check_int("transition_begin", transition_begin)
     if steps <= 0:
         logging.info("A polynomial schedule was set with a non-positive `transition_steps` value; this results in "
                      "a constant schedule with value `init_value`.")
@@ -97,7 +91,7 @@ def _boundaries_and_scales(name, boundaries_and_scales):
         return ()
     if not isinstance(boundaries_and_scales, dict):
         raise TypeError(f"boundaries_and_scales must be a dict {{boundary: scale}}, got {boundaries_and_scales!r}")
-    pairs = sorted((_int("boundary", b), _check_real(f"boundaries_and_scales[{b}]", s))
+    pairs = sorted((_check_int("boundary", b), _check_real(f"boundaries_and_scales[{b}]", s))
                    for b, s in boundaries_and_scales.items())
     if not all(s >= 0.0 for _, s in pairs):
         raise ValueError(f"`{name}` expects non-negative scale factors")
@@ -115,7 +109,7 @@ def piecewise_constant_schedule(init_value, boundaries_and_scales=None) -> Sched
 def exponential_decay(init_value, transition_steps: int, decay_rate, transition_begin: int = 0,
                       staircase: bool = False, end_value=None) -> Schedule:
     init_value, decay_rate = _check_real("init_value", init_value), _check_real("decay_rate", decay_rate)
-    steps, begin = _int("transition_steps", transition_steps), _int("transition_begin", transition_begin)
+    steps, begin = _check_int("transition_steps", transition_steps), _check_int("transition_begin", transition_begin)
     end = None if end_value is None else _check_real("end_value", end_value)
     return _make("exponential_decay", "OPTAX_EXPONENTIAL",
                  dict(init_value=init_value, transition_steps=max(steps, 0), decay_rate=decay_rate,

@@ -14,13 +14,11 @@ a bare ``start`` (noise forever) needs ``noise_horizon_t``, and past it no noise
 """
 from __future__ import annotations
 
-import math
 
 import torch
 
 from .. import contract
 from .base import Schedule, _check_nonneg_int, _check_pos_int, _check_real, _is_int, _is_real, _tabulate
-from .composites import PerEpoch
 
 _SHAPES = contract.ENUMS["timm_shape"]
 
