@@ -240,7 +240,8 @@ LRF_HD int64_t sched_num_groups(int64_t numel) {
 // ---- the optimizer step ----------------------------------------------------------------------------
 #define LRF_OPTIMIZERS(X) X(OPT_SGD, 0, SGD) X(OPT_ADAM, 1, ADAM)
 #define LRF_OPT_FLAGS(X) X(FLAG_AMSGRAD, 1, amsgrad) X(FLAG_NESTEROV, 2, nesterov) X(FLAG_MAXIMIZE, 4, maximize) \
-  X(FLAG_DECOUPLED_WD, 8, decoupled_weight_decay) /* AdamW: p *= 1 - lr_k * weight_decay */
+  X(FLAG_DECOUPLED_WD, 8, decoupled_weight_decay) /* AdamW: p *= 1 - lr_k * weight_decay */            \
+  X(FLAG_STOCHASTIC_ROUNDING, 16, stochastic_rounding) /* bf16 stores round stochastically (math::sr) */
 // Per-step hyperparameters of a group, by slot: X(NAME, slot, SGD's name, Adam's name)
 #define LRF_HYPERS(X)                                                                                    \
   X(HYPER_LR, 0, lr, lr) X(HYPER_MOMENTUM_BETA1, 1, momentum, beta1)                                      \

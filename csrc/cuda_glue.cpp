@@ -65,9 +65,11 @@ void run_step_cuda(const StepRequest& r) {
   std::vector<void*> p(n), gr(n), s[3];
   for (int j = 0; j < 3; ++j) s[j].resize(r.state[j].empty() ? 0 : n);
   std::vector<float*> st(n);
+  std::vector<float*> masters(r.masters.empty() ? 0 : n);
   std::vector<int64_t> numels(n);
   for (size_t i = 0; i < n; ++i) {
     const FlatParam f = flat_param(r, i, staging);
+    if (!masters.empty()) masters[i] = f.master.mutable_data_ptr<float>();
     p[i] = f.param.mutable_data_ptr();
     gr[i] = f.grad.mutable_data_ptr();
     for (int j = 0; j < 3; ++j)
@@ -82,6 +84,9 @@ void run_step_cuda(const StepRequest& r) {
   a.state3 = s[2].empty() ? nullptr : s[2].data();
   a.steps = st.data();
   a.numels = numels.data();
+  a.masters = masters.empty() ? nullptr : masters.data();
+  a.sr_streams = r.sr_streams.empty() ? nullptr : r.sr_streams.data();
+  a.sr_seed = g.sr_seed;
 
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream(device.index()).stream();
   const char* err = gpu::launch_fused_step(a, stream);

@@ -17,18 +17,24 @@ TORCH_LIBRARY(lrfused, m) {
   // every group has been updated. steps: per-parameter 0-dim float32 step counters (torch's `step` state).
   // grad_factor: optional 1-element tensor every gradient is multiplied by (clipping). grads are mutated
   // only when grad_scale is given: the unscaled gradient is stored back, as torch's fused optimizers do.
+  // master_params: empty, or one float32 master copy per (bfloat16/float16) parameter: the update reads and
+  // writes the master and stores the parameter as its rounding. stochastic_rounding: bfloat16 stores (of
+  // parameters without a master, and of bfloat16 state) round stochastically with bits drawn from
+  // (sr_seed, sr_streams[i], the parameter's step count, element index): see update_math.h.
   // Arguments are checked once for every backend (step_args.h).
   m.def(
       "fused_sgd_(Tensor(a!)[] params, Tensor(b!)[] grads, Tensor(c!)[] momentum_buffers, Tensor(d!)[] steps, "
       "Tensor(e!) sched_state, Tensor program, int group_index, *, float base_lr, float momentum, "
       "float dampening, float weight_decay, bool nesterov, bool maximize, Tensor? grad_scale=None, "
-      "Tensor? found_inf=None, Tensor? grad_factor=None) -> ()");
+      "Tensor? found_inf=None, Tensor? grad_factor=None, Tensor(f!)[] master_params, "
+      "bool stochastic_rounding=False, int sr_seed=0, int[] sr_streams=[]) -> ()");
   m.def(
       "fused_adam_(Tensor(a!)[] params, Tensor(b!)[] grads, Tensor(c!)[] exp_avgs, Tensor(d!)[] exp_avg_sqs, "
       "Tensor(e!)[] max_exp_avg_sqs, Tensor(f!)[] steps, Tensor(g!) sched_state, Tensor program, int group_index, "
       "*, float base_lr, float beta1, float beta2, float eps, float weight_decay, bool amsgrad, bool maximize, "
       "bool decoupled_weight_decay, Tensor? grad_scale=None, Tensor? found_inf=None, "
-      "Tensor? grad_factor=None) -> ()");
+      "Tensor? grad_factor=None, Tensor(h!)[] master_params, bool stochastic_rounding=False, int sr_seed=0, "
+      "int[] sr_streams=[]) -> ()");
   // k += 1 unless found_inf is set (a skipped step advances neither the schedule nor bias correction).
   m.def("advance_(Tensor(a!) sched_state, Tensor? found_inf) -> ()");
   // ReduceLROnPlateau: feed one metric (0-dim tensor on sched_state's device) to the state machine.

@@ -17,13 +17,17 @@ using fused_sgd_ = void(at::TensorList params, at::TensorList grads, at::TensorL
                         at::TensorList steps, const at::Tensor& sched_state, const at::Tensor& program,
                         int64_t group_index, double base_lr, double momentum, double dampening, double weight_decay,
                         bool nesterov, bool maximize, const std::optional<at::Tensor>& grad_scale,
-                        const std::optional<at::Tensor>& found_inf, const std::optional<at::Tensor>& grad_factor);
+                        const std::optional<at::Tensor>& found_inf, const std::optional<at::Tensor>& grad_factor,
+                        at::TensorList master_params, bool stochastic_rounding, int64_t sr_seed,
+                        at::IntArrayRef sr_streams);
 using fused_adam_ = void(at::TensorList params, at::TensorList grads, at::TensorList exp_avgs,
                          at::TensorList exp_avg_sqs, at::TensorList max_exp_avg_sqs, at::TensorList steps,
                          const at::Tensor& sched_state, const at::Tensor& program, int64_t group_index,
                          double base_lr, double beta1, double beta2, double eps, double weight_decay, bool amsgrad,
                          bool maximize, bool decoupled_weight_decay, const std::optional<at::Tensor>& grad_scale,
-                         const std::optional<at::Tensor>& found_inf, const std::optional<at::Tensor>& grad_factor);
+                         const std::optional<at::Tensor>& found_inf, const std::optional<at::Tensor>& grad_factor,
+                         at::TensorList master_params, bool stochastic_rounding, int64_t sr_seed,
+                         at::IntArrayRef sr_streams);
 using advance_ = void(const at::Tensor& sched_state, const std::optional<at::Tensor>& found_inf);
 using plateau_report_ = void(const at::Tensor& sched_state, const at::Tensor& metric, at::ArrayRef<double> config,
                              int64_t num_groups);

@@ -45,10 +45,11 @@ void cpu_group_step(const GroupStep& step, const cpu::TensorRef* refs, int64_t n
   cfg.has_grad_scale = step.grad_scale.has_value();
   cfg.grad_scale = cfg.has_grad_scale ? static_cast<float>(read_cpu_scalar(*step.grad_scale, "grad_scale")) : 1.0f;
   cfg.grad_factor = step.grad_factor ? read_cpu_scalar(*step.grad_factor, "grad_factor") : 1.0f;
+  cfg.sr_seed = step.sr_seed;
   cpu::fused_step(refs, num_refs, param_dtype, state_dtype, cfg);
 }
 
-cpu::TensorRef make_tensor_ref(const FlatParam& f, const at::Tensor& step) {
+cpu::TensorRef make_tensor_ref(const FlatParam& f, const at::Tensor& step, int64_t sr_stream) {
   cpu::TensorRef r;
   r.param = f.param.data_ptr();
   r.grad = f.grad.data_ptr();
@@ -57,6 +58,8 @@ cpu::TensorRef make_tensor_ref(const FlatParam& f, const at::Tensor& step) {
   r.s3 = f.state[2].defined() ? f.state[2].data_ptr() : nullptr;
   r.step = step.data_ptr<float>();
   r.numel = f.param.numel();
+  r.master = f.master.defined() ? f.master.data_ptr<float>() : nullptr;
+  r.sr_stream = static_cast<uint64_t>(sr_stream);
   return r;
 }
 
@@ -69,7 +72,8 @@ void run_step_cpu(const StepRequest& r) {
   const size_t n = r.params.size();
   Staging staging;
   std::vector<cpu::TensorRef> refs(n);
-  for (size_t i = 0; i < n; ++i) refs[i] = make_tensor_ref(flat_param(r, i, staging), r.steps[i]);
+  for (size_t i = 0; i < n; ++i)
+    refs[i] = make_tensor_ref(flat_param(r, i, staging), r.steps[i], r.sr_streams.empty() ? 0 : r.sr_streams[i]);
   // Also with no parameter (none of the group has a gradient): the applied lr is still recorded.
   cpu_group_step(r.group, refs.data(), static_cast<int64_t>(n), kernel_dtype(r.param_type, "params"),
                  kernel_dtype(r.state_type, "state"));

@@ -20,8 +20,9 @@ double read_cpu_scalar(const at::Tensor& t, const char* name);
 void cpu_group_step(const GroupStep& step, const cpu::TensorRef* refs, int64_t num_refs, DType param_dtype,
                     DType state_dtype);
 
-// The CPU kernel's view of one parameter's flat buffers (flat_param) and its step counter.
-cpu::TensorRef make_tensor_ref(const FlatParam& flat, const at::Tensor& step);
+// The CPU kernel's view of one parameter's flat buffers (flat_param), its step counter and its
+// stochastic-rounding stream.
+cpu::TensorRef make_tensor_ref(const FlatParam& flat, const at::Tensor& step, int64_t sr_stream);
 
 // The CPU backend of the step ops: a checked request (step_args.h) run through cpu_group_step.
 void run_step_cpu(const StepRequest& request);

@@ -65,6 +65,8 @@ class ParamShapes {
 struct Bucket {
   GroupStep step;  // found_inf/grad_scale/grad_factor filled per call
   std::vector<at::Tensor> params, state1, state2, state3, steps;
+  std::vector<at::Tensor> masters;   // empty, or an fp32 master per parameter
+  std::vector<int64_t> sr_streams;   // empty, or each parameter's stochastic-rounding stream
   at::ScalarType param_type;
   at::ScalarType state_type;
   bool on_cpu = true;
@@ -88,11 +90,13 @@ struct Bucket {
 
 class Plan {
  public:
-  // params/state lists of one (group, device, dtype) bucket; state lists may be empty (unused slot).
+  // params/state lists of one (group, device, dtype) bucket; state lists may be empty (unused slot), as
+  // may masters (no master copies) and sr_streams (without FLAG_STOCHASTIC_ROUNDING).
   void add_bucket(std::vector<at::Tensor> params, std::vector<at::Tensor> state1, std::vector<at::Tensor> state2,
                   std::vector<at::Tensor> state3, std::vector<at::Tensor> steps, at::Tensor sched_state,
                   at::Tensor program, int64_t group_index, int64_t optimizer, int64_t flags,
-                  std::vector<double> hyper) {
+                  std::vector<double> hyper, std::vector<at::Tensor> masters, std::vector<int64_t> sr_streams,
+                  int64_t sr_seed) {
     Bucket b;
     b.step.sched_state = std::move(sched_state);
     b.step.program = std::move(program);
@@ -100,8 +104,15 @@ class Plan {
     b.step.optimizer = optimizer;
     b.step.flags = flags;
     b.step.hyper = std::move(hyper);
+    b.step.sr_seed = static_cast<uint64_t>(sr_seed);
     check_group_step(b.step);
     TORCH_CHECK(!params.empty(), "lrfused: a plan bucket needs at least one param");
+    TORCH_CHECK(masters.empty() || masters.size() == params.size(), "lrfused: a plan bucket's masters must be "
+                "empty or one per param");
+    for (size_t i = 0; i < masters.size(); ++i) check_master(params[i], masters[i], i);
+    const bool stochastic = (flags & FLAG_STOCHASTIC_ROUNDING) != 0;
+    TORCH_CHECK(sr_streams.size() == (stochastic ? params.size() : 0), "lrfused: a plan bucket needs one "
+                "stochastic-rounding stream per param with the flag, none without");
     b.param_type = real_view(params[0]).scalar_type();
     b.state_type = state1.empty() ? b.param_type : real_view(state1[0]).scalar_type();
     b.on_cpu = params[0].device().is_cpu();
@@ -124,6 +135,8 @@ class Plan {
     b.state2 = std::move(state2);
     b.state3 = std::move(state3);
     b.steps = std::move(steps);
+    b.masters = std::move(masters);
+    b.sr_streams = std::move(sr_streams);
     if (b.on_cpu) cache_views(b);
     add_sched_state(b.step.sched_state);
     buckets_.push_back(std::move(b));
@@ -321,6 +334,11 @@ class Plan {
       r.s3 = state_ptr(b.state3);
       r.step = b.steps[i].data_ptr<float>();
       r.numel = p.is_complex() ? 2 * p.numel() : p.numel();  // complex: the real view's elements
+      if (!b.masters.empty()) {
+        flat = flat && same_walk_order(b.masters[i], p);
+        r.master = b.masters[i].data_ptr<float>();
+      }
+      r.sr_stream = b.sr_streams.empty() ? 0 : static_cast<uint64_t>(b.sr_streams[i]);
       b.staged[i] = !flat;
     }
   }
@@ -330,8 +348,10 @@ class Plan {
     for (int64_t i : b.staged_now) {
       const at::Tensor* state[3] = {b.state1.empty() ? nullptr : &b.state1[i], b.state2.empty() ? nullptr : &b.state2[i],
                                     b.state3.empty() ? nullptr : &b.state3[i]};
+      const at::Tensor* master = b.masters.empty() ? nullptr : &b.masters[i];
       b.refs.push_back(make_tensor_ref(
-          flat_param(b.params[i], b.params[i].grad(), state, b.step.grad_scale.has_value(), staging), b.steps[i]));
+          flat_param(b.params[i], b.params[i].grad(), state, master, b.step.grad_scale.has_value(), staging),
+          b.steps[i], b.sr_streams.empty() ? 0 : b.sr_streams[i]));
     }
     cpu_group_step(b.step, b.refs.data(), static_cast<int64_t>(b.refs.size()), kernel_dtype(b.param_type, "params"),
                    kernel_dtype(b.state_type, "state"));
@@ -341,13 +361,16 @@ class Plan {
   // Also when no parameter of the bucket has a gradient: the op still records the applied lr, as the
   // CPU path does.
   void run_op(Bucket& b) {
-    std::vector<at::Tensor> params, s1, s2, s3, steps;
+    std::vector<at::Tensor> params, s1, s2, s3, steps, masters;
+    std::vector<int64_t> streams;
     for (size_t i = 0; i < b.params.size(); ++i) {
       if (!b.params[i].grad().defined()) continue;
       params.push_back(b.params[i]);
       if (!b.state1.empty()) s1.push_back(b.state1[i]);
       if (!b.state2.empty()) s2.push_back(b.state2[i]);
       if (!b.state3.empty()) s3.push_back(b.state3[i]);
+      if (!b.masters.empty()) masters.push_back(b.masters[i]);
+      if (!b.sr_streams.empty()) streams.push_back(b.sr_streams[i]);
       steps.push_back(b.steps[i]);
     }
     const c10::Device device = b.step.sched_state.device();
@@ -359,7 +382,7 @@ class Plan {
     step.grad_scale = on_device(b.step.grad_scale);
     step.found_inf = on_device(b.step.found_inf);
     step.grad_factor = on_device(b.step.grad_factor);
-    call_step_op(step, params, b.grads, s1, s2, s3, steps);
+    call_step_op(step, params, b.grads, s1, s2, s3, steps, masters, streams);
   }
 
   std::vector<Bucket> buckets_;

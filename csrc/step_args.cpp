@@ -183,8 +183,18 @@ void check_grad(const at::Tensor& p, const at::Tensor& g, bool write_grad) {
               "p.grad = g.expand_as(p).clone()");
 }
 
+void check_master(const at::Tensor& p, const at::Tensor& master, size_t i) {
+  TORCH_CHECK(!p.is_complex() && (p.scalar_type() == at::kBFloat16 || p.scalar_type() == at::kHalf),
+              "lrfused: params[", i, "] is ", p.scalar_type(),
+              ": master weights are for bfloat16 and float16 parameters only");
+  TORCH_CHECK(master.defined() && master.scalar_type() == at::kFloat && master.sizes() == p.sizes() &&
+                  master.device() == p.device(),
+              "lrfused: master_params[", i, "] must be a float32 tensor of shape ", p.sizes(), " on ", p.device());
+}
+
 StepRequest check_step_request(GroupStep group, at::TensorList params, at::TensorList grads, at::TensorList state1,
-                               at::TensorList state2, at::TensorList state3, at::TensorList steps) {
+                               at::TensorList state2, at::TensorList state3, at::TensorList steps,
+                               at::TensorList master_params, at::IntArrayRef sr_streams) {
   check_group_step(group);
   StepRequest r;
   const c10::Device device = group.sched_state.device();
@@ -196,6 +206,13 @@ StepRequest check_step_request(GroupStep group, at::TensorList params, at::Tenso
   const char* const* names = adam ? kAdamNames : kSgdNames;
   TORCH_CHECK(grads.size() == n, "lrfused: grads has ", grads.size(), " tensors but params has ", n);
   TORCH_CHECK(steps.size() == n, "lrfused: steps has ", steps.size(), " tensors but params has ", n);
+  TORCH_CHECK(master_params.empty() || master_params.size() == n, "lrfused: master_params must be empty or have one "
+              "tensor per param (", n, "), got ", master_params.size());
+  const bool stochastic = (group.flags & FLAG_STOCHASTIC_ROUNDING) != 0;
+  TORCH_CHECK(sr_streams.size() == (stochastic ? n : 0), "lrfused: sr_streams must have one stream per param (", n,
+              ") with stochastic_rounding and be empty without, got ", sr_streams.size());
+  for (size_t i = 0; i < sr_streams.size(); ++i)
+    TORCH_CHECK(sr_streams[i] >= 0, "lrfused: sr_streams[", i, "] must be >= 0, got ", sr_streams[i]);
   const at::TensorList lists[3] = {state1, state2, state3};
   // Which state lists the family uses: SGD its momentum buffers when given; Adam both moments, and the
   // max with amsgrad (a max list without amsgrad is ignored, as torch ignores it).
@@ -211,6 +228,8 @@ StepRequest check_step_request(GroupStep group, at::TensorList params, at::Tenso
   r.params = params;
   r.grads = grads;
   r.steps = steps;
+  r.masters = master_params;
+  r.sr_streams = sr_streams;
   r.write_grads = group.grad_scale.has_value();
   r.param_type = n > 0 ? real_view(params[0]).scalar_type() : at::kFloat;
   r.state_type = !r.state[0].empty() ? real_view(r.state[0][0]).scalar_type() : r.param_type;
@@ -223,6 +242,7 @@ StepRequest check_step_request(GroupStep group, at::TensorList params, at::Tenso
     TORCH_CHECK(real_view(p).scalar_type() == r.param_type, "lrfused: params[", i, "] is ", p.scalar_type(),
                 " but params[0] is ", params[0].scalar_type(), " (one dtype per call)");
     check_grad(p, grads[i], r.write_grads);
+    if (!master_params.empty()) check_master(p, master_params[i], i);
     const at::Tensor& st = steps[i];
     TORCH_CHECK(st.defined() && st.scalar_type() == at::kFloat && st.numel() == 1 && st.device() == device,
                 "lrfused: steps[", i, "] must be a 1-element float32 tensor on ", device);
@@ -251,7 +271,7 @@ at::Tensor Staging::walkable(const at::Tensor& t, const at::Tensor& layout, bool
 }
 
 FlatParam flat_param(const at::Tensor& param, const at::Tensor& grad, const at::Tensor* const state[3],
-                     bool write_grad, Staging& staging) {
+                     const at::Tensor* master, bool write_grad, Staging& staging) {
   FlatParam f;
   const at::Tensor p = real_view(param);
   if (p.is_non_overlapping_and_dense()) {
@@ -263,13 +283,15 @@ FlatParam flat_param(const at::Tensor& param, const at::Tensor& grad, const at::
   f.grad = staging.walkable(real_view(grad), f.param, write_grad);
   for (int j = 0; j < 3; ++j)
     if (state[j] != nullptr) f.state[j] = staging.walkable(real_view(*state[j]), f.param);
+  if (master != nullptr) f.master = staging.walkable(*master, f.param);
   return f;
 }
 
 FlatParam flat_param(const StepRequest& r, size_t i, Staging& staging) {
   const at::Tensor* state[3];
   for (int j = 0; j < 3; ++j) state[j] = r.state[j].empty() ? nullptr : &r.state[j][i];
-  return flat_param(r.params[i], r.grads[i], state, r.write_grads, staging);
+  return flat_param(r.params[i], r.grads[i], state, r.masters.empty() ? nullptr : &r.masters[i], r.write_grads,
+                    staging);
 }
 
 namespace {
@@ -283,21 +305,24 @@ int64_t flags_of(std::initializer_list<std::pair<bool, OptFlags>> set) {
 GroupStep sgd_group_step(const at::Tensor& sched_state, const at::Tensor& program, int64_t group_index,
                          double base_lr, double momentum, double dampening, double weight_decay, bool nesterov,
                          bool maximize, const std::optional<at::Tensor>& grad_scale,
-                         const std::optional<at::Tensor>& found_inf, const std::optional<at::Tensor>& grad_factor) {
+                         const std::optional<at::Tensor>& found_inf, const std::optional<at::Tensor>& grad_factor,
+                         bool stochastic_rounding, int64_t sr_seed) {
   std::vector<double> hyper(HYPER_COUNT, 0.0);
   hyper[HYPER_LR] = base_lr;
   hyper[HYPER_MOMENTUM_BETA1] = momentum;
   hyper[HYPER_DAMPENING_BETA2] = dampening;
   hyper[HYPER_WEIGHT_DECAY] = weight_decay;
   return GroupStep{sched_state, program, group_index, OPT_SGD,
-                   flags_of({{nesterov, FLAG_NESTEROV}, {maximize, FLAG_MAXIMIZE}}), std::move(hyper),
-                   grad_scale, found_inf, grad_factor};
+                   flags_of({{nesterov, FLAG_NESTEROV}, {maximize, FLAG_MAXIMIZE},
+                             {stochastic_rounding, FLAG_STOCHASTIC_ROUNDING}}),
+                   std::move(hyper), grad_scale, found_inf, grad_factor, false, static_cast<uint64_t>(sr_seed)};
 }
 
 GroupStep adam_group_step(const at::Tensor& sched_state, const at::Tensor& program, int64_t group_index,
                           double base_lr, double beta1, double beta2, double eps, double weight_decay, bool amsgrad,
                           bool maximize, bool decoupled_weight_decay, const std::optional<at::Tensor>& grad_scale,
-                          const std::optional<at::Tensor>& found_inf, const std::optional<at::Tensor>& grad_factor) {
+                          const std::optional<at::Tensor>& found_inf, const std::optional<at::Tensor>& grad_factor,
+                          bool stochastic_rounding, int64_t sr_seed) {
   std::vector<double> hyper(HYPER_COUNT, 0.0);
   hyper[HYPER_LR] = base_lr;
   hyper[HYPER_MOMENTUM_BETA1] = beta1;
@@ -306,23 +331,29 @@ GroupStep adam_group_step(const at::Tensor& sched_state, const at::Tensor& progr
   hyper[HYPER_WEIGHT_DECAY] = weight_decay;
   return GroupStep{sched_state, program, group_index, OPT_ADAM,
                    flags_of({{amsgrad, FLAG_AMSGRAD}, {maximize, FLAG_MAXIMIZE},
-                             {decoupled_weight_decay, FLAG_DECOUPLED_WD}}),
-                   std::move(hyper), grad_scale, found_inf, grad_factor};
+                             {decoupled_weight_decay, FLAG_DECOUPLED_WD},
+                             {stochastic_rounding, FLAG_STOCHASTIC_ROUNDING}}),
+                   std::move(hyper), grad_scale, found_inf, grad_factor, false, static_cast<uint64_t>(sr_seed)};
 }
 
 void call_step_op(const GroupStep& g, at::TensorList params, at::TensorList grads, at::TensorList state1,
-                  at::TensorList state2, at::TensorList state3, at::TensorList steps) {
+                  at::TensorList state2, at::TensorList state3, at::TensorList steps, at::TensorList master_params,
+                  at::IntArrayRef sr_streams) {
   const double* h = g.hyper.data();
   const bool maximize = (g.flags & FLAG_MAXIMIZE) != 0;
+  const bool stochastic = (g.flags & FLAG_STOCHASTIC_ROUNDING) != 0;
+  const auto seed = static_cast<int64_t>(g.sr_seed);
   if (g.optimizer == OPT_SGD) {
     LRF_OP(fused_sgd_).call(params, grads, state1, steps, g.sched_state, g.program, g.group_index, h[HYPER_LR],
                             h[HYPER_MOMENTUM_BETA1], h[HYPER_DAMPENING_BETA2], h[HYPER_WEIGHT_DECAY],
-                            (g.flags & FLAG_NESTEROV) != 0, maximize, g.grad_scale, g.found_inf, g.grad_factor);
+                            (g.flags & FLAG_NESTEROV) != 0, maximize, g.grad_scale, g.found_inf, g.grad_factor,
+                            master_params, stochastic, seed, sr_streams);
   } else {
     LRF_OP(fused_adam_).call(params, grads, state1, state2, state3, steps, g.sched_state, g.program, g.group_index,
                              h[HYPER_LR], h[HYPER_MOMENTUM_BETA1], h[HYPER_DAMPENING_BETA2], h[HYPER_EPS],
                              h[HYPER_WEIGHT_DECAY], (g.flags & FLAG_AMSGRAD) != 0, maximize,
-                             (g.flags & FLAG_DECOUPLED_WD) != 0, g.grad_scale, g.found_inf, g.grad_factor);
+                             (g.flags & FLAG_DECOUPLED_WD) != 0, g.grad_scale, g.found_inf, g.grad_factor,
+                             master_params, stochastic, seed, sr_streams);
   }
 }
 

@@ -30,6 +30,7 @@ struct GroupStep {
   // Set by check_group_step: the program schedules weight decay, so the kernel must apply weight decay
   // even when hyper[HYPER_WEIGHT_DECAY] (its base) is 0.
   bool weight_decay_scheduled = false;
+  uint64_t sr_seed = 0;  // with FLAG_STOCHASTIC_ROUNDING: the optimizer's seed (math::sr_key)
 };
 
 // A checked call of fused_sgd_ / fused_adam_. state[j] is empty when the family (or its options) does not
@@ -38,6 +39,8 @@ struct StepRequest {
   GroupStep group;
   at::TensorList params, grads, steps;
   at::TensorList state[3];
+  at::TensorList masters;         // empty, or an fp32 master per (16-bit) parameter
+  at::IntArrayRef sr_streams;     // empty, or each parameter's stochastic-rounding stream (with the flag)
   at::ScalarType param_type = at::kFloat;  // of the real views (complex tensors are walked as real pairs)
   at::ScalarType state_type = at::kFloat;
   bool write_grads = false;  // grad_scale given: the unscaled gradient is stored back (torch's fused optimizers)
@@ -99,7 +102,11 @@ void check_grad(const at::Tensor& param, const at::Tensor& grad, bool write_grad
 
 // Checks every argument of a step (before anything is written) and returns the request.
 StepRequest check_step_request(GroupStep group, at::TensorList params, at::TensorList grads, at::TensorList state1,
-                               at::TensorList state2, at::TensorList state3, at::TensorList steps);
+                               at::TensorList state2, at::TensorList state3, at::TensorList steps,
+                               at::TensorList master_params, at::IntArrayRef sr_streams);
+
+// Raises unless `master` can be the fp32 master copy of the 16-bit parameter `param` (named params[i]).
+void check_master(const at::Tensor& param, const at::Tensor& master, size_t i);
 
 // Working copies that let a kernel walk a parameter flat when its memory (or its gradient's or state's
 // layout) does not allow it: a strided slice, say. Written back after the kernel, on the tensors' device
@@ -118,9 +125,10 @@ struct Staging {
 // The tensors a kernel walks for parameter i of a request (real views; working copies where needed).
 struct FlatParam {
   at::Tensor param, grad, state[3];  // state[j] undefined when the slot is unused
+  at::Tensor master;                 // undefined without a master copy
 };
 FlatParam flat_param(const at::Tensor& param, const at::Tensor& grad, const at::Tensor* const state[3],
-                     bool write_grad, Staging& staging);
+                     const at::Tensor* master, bool write_grad, Staging& staging);
 FlatParam flat_param(const StepRequest& r, size_t i, Staging& staging);
 
 // The op kernels of a backend whose group step is Run. Run receives a request in which every argument
@@ -130,26 +138,32 @@ using StepRunner = void (*)(const StepRequest&);
 GroupStep sgd_group_step(const at::Tensor& sched_state, const at::Tensor& program, int64_t group_index,
                          double base_lr, double momentum, double dampening, double weight_decay, bool nesterov,
                          bool maximize, const std::optional<at::Tensor>& grad_scale,
-                         const std::optional<at::Tensor>& found_inf, const std::optional<at::Tensor>& grad_factor);
+                         const std::optional<at::Tensor>& found_inf, const std::optional<at::Tensor>& grad_factor,
+                         bool stochastic_rounding, int64_t sr_seed);
 GroupStep adam_group_step(const at::Tensor& sched_state, const at::Tensor& program, int64_t group_index,
                           double base_lr, double beta1, double beta2, double eps, double weight_decay, bool amsgrad,
                           bool maximize, bool decoupled_weight_decay, const std::optional<at::Tensor>& grad_scale,
-                          const std::optional<at::Tensor>& found_inf, const std::optional<at::Tensor>& grad_factor);
+                          const std::optional<at::Tensor>& found_inf, const std::optional<at::Tensor>& grad_factor,
+                          bool stochastic_rounding, int64_t sr_seed);
 
 // Calls lrfused::fused_sgd_ or lrfused::fused_adam_ (by group.optimizer) through the dispatcher, with the
 // group's hyperparameters and flags as the op's named arguments: how C++ reaches another backend's kernel.
 void call_step_op(const GroupStep& group, at::TensorList params, at::TensorList grads, at::TensorList state1,
-                  at::TensorList state2, at::TensorList state3, at::TensorList steps);
+                  at::TensorList state2, at::TensorList state3, at::TensorList steps, at::TensorList master_params,
+                  at::IntArrayRef sr_streams);
 
 template <StepRunner Run>
 void fused_sgd_kernel(at::TensorList params, at::TensorList grads, at::TensorList momentum_buffers,
                       at::TensorList steps, const at::Tensor& sched_state, const at::Tensor& program,
                       int64_t group_index, double base_lr, double momentum, double dampening, double weight_decay,
                       bool nesterov, bool maximize, const std::optional<at::Tensor>& grad_scale,
-                      const std::optional<at::Tensor>& found_inf, const std::optional<at::Tensor>& grad_factor) {
+                      const std::optional<at::Tensor>& found_inf, const std::optional<at::Tensor>& grad_factor,
+                      at::TensorList master_params, bool stochastic_rounding, int64_t sr_seed,
+                      at::IntArrayRef sr_streams) {
   Run(check_step_request(sgd_group_step(sched_state, program, group_index, base_lr, momentum, dampening,
-                                        weight_decay, nesterov, maximize, grad_scale, found_inf, grad_factor),
-                         params, grads, momentum_buffers, {}, {}, steps));
+                                        weight_decay, nesterov, maximize, grad_scale, found_inf, grad_factor,
+                                        stochastic_rounding, sr_seed),
+                         params, grads, momentum_buffers, {}, {}, steps, master_params, sr_streams));
 }
 
 template <StepRunner Run>
@@ -158,11 +172,13 @@ void fused_adam_kernel(at::TensorList params, at::TensorList grads, at::TensorLi
                        const at::Tensor& sched_state, const at::Tensor& program, int64_t group_index, double base_lr,
                        double beta1, double beta2, double eps, double weight_decay, bool amsgrad, bool maximize,
                        bool decoupled_weight_decay, const std::optional<at::Tensor>& grad_scale,
-                       const std::optional<at::Tensor>& found_inf, const std::optional<at::Tensor>& grad_factor) {
+                       const std::optional<at::Tensor>& found_inf, const std::optional<at::Tensor>& grad_factor,
+                       at::TensorList master_params, bool stochastic_rounding, int64_t sr_seed,
+                       at::IntArrayRef sr_streams) {
   Run(check_step_request(adam_group_step(sched_state, program, group_index, base_lr, beta1, beta2, eps, weight_decay,
                                          amsgrad, maximize, decoupled_weight_decay, grad_scale, found_inf,
-                                         grad_factor),
-                         params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps));
+                                         grad_factor, stochastic_rounding, sr_seed),
+                         params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, master_params, sr_streams));
 }
 
 }  // namespace lrfused

@@ -6,6 +6,7 @@
 // per-parameter step count) in double by make_*_scalars, then converted to the compute type C.
 #pragma once
 #include <cmath>
+#include <cstdint>
 #include "contract.h"
 
 namespace lrfused {
@@ -116,6 +117,58 @@ LRF_HD void sgd_update(C& p, C g, C& momentum_buffer, const SgdScalars<C>& s, bo
     g = NESTEROV ? g + s.momentum * momentum_buffer : momentum_buffer;
   }
   p = p + s.neg_lr * g;
+}
+
+// ---- stochastic rounding ---------------------------------------------------------------------------
+// A bf16 value stored from an fp32 result x rounds up in magnitude with probability (the 16 bits bf16
+// drops) / 2^16, else truncates, so E[stored] = x: updates smaller than half an ulp survive on average
+// (torchao's bf16 stochastic rounding draws the same distribution). The 16 random bits of an element
+// come from a counter-based generator, a hash of (seed, stream, step, buffer, element index): no RNG state
+// in memory, the same bits on the CPU and the GPU, and a resumed run (same seed, same per-parameter step
+// counts) repeats exactly.
+
+// splitmix64's finalizer: a bijection of 64-bit words that mixes every input bit into every output bit.
+LRF_HD uint64_t sr_mix64(uint64_t z) {
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
+
+// Wellons' lowbias32: a bijection of 32-bit words with low bias; 32-bit multiplies, so the CPU loops
+// vectorize it.
+LRF_HD uint32_t sr_mix32(uint32_t x) {
+  x ^= x >> 16;
+  x *= 0x21F0AAADu;
+  x ^= x >> 15;
+  x *= 0x735A2D97u;
+  x ^= x >> 15;
+  return x;
+}
+
+// The buffers one element stores, each with a stream of its own: the parameter (or its bf16 copy of a
+// master), then the state slots.
+enum SrBuffer : int { SR_PARAM = 0, SR_STATE1 = 1, SR_STATE2 = 2, SR_STATE3 = 3 };
+
+// The key of one buffer of one parameter at one step: seed (the optimizer's), stream (the parameter's
+// index in the optimizer), step (the parameter's step count after this step's increment).
+LRF_HD uint64_t sr_key(uint64_t seed, uint64_t stream, uint32_t step, int buffer) {
+  return sr_mix64(sr_mix64(sr_mix64(seed) ^ stream) ^ ((static_cast<uint64_t>(buffer) << 32) | step));
+}
+
+// 16 random bits for element `index` of the stream `key`. For a fixed key the inner map is a bijection of
+// the element index (within 2^32 elements), so no two elements share an input to the outer mix.
+LRF_HD uint32_t sr_random16(uint64_t key, uint64_t index) {
+  const uint32_t lo = static_cast<uint32_t>(index) ^ static_cast<uint32_t>(key);
+  const uint32_t hi = static_cast<uint32_t>(index >> 32) ^ static_cast<uint32_t>(key >> 32);
+  return sr_mix32(sr_mix32(lo) + hi) >> 16;
+}
+
+// The bf16 bit pattern of an fp32 bit pattern u rounded with the 16 random bits r: a carry out of the
+// dropped bits (probability (u & 0xFFFF) / 2^16) rounds the magnitude up. A NaN becomes bf16's canonical
+// NaN, as c10::BFloat16's round to nearest makes it; an infinity has no dropped bits and stays itself.
+LRF_HD uint16_t bf16_bits_stochastic(uint32_t u, uint32_t r) {
+  const bool nan = (u & 0x7FFFFFFFu) > 0x7F800000u;
+  return static_cast<uint16_t>(nan ? 0x7FC0u : (u + r) >> 16);
 }
 
 }  // namespace math

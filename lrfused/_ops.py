@@ -16,14 +16,16 @@ ops = torch.ops.lrfused
 
 @torch.library.register_fake("lrfused::fused_sgd_")
 def _fused_sgd_fake(params, grads, momentum_buffers, steps, sched_state, program, group_index, *, base_lr, momentum,
-                    dampening, weight_decay, nesterov, maximize, grad_scale=None, found_inf=None, grad_factor=None):
+                    dampening, weight_decay, nesterov, maximize, grad_scale=None, found_inf=None, grad_factor=None,
+                    master_params=(), stochastic_rounding=False, sr_seed=0, sr_streams=()):
     return None
 
 
 @torch.library.register_fake("lrfused::fused_adam_")
 def _fused_adam_fake(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, sched_state, program, group_index,
                      *, base_lr, beta1, beta2, eps, weight_decay, amsgrad, maximize, decoupled_weight_decay,
-                     grad_scale=None, found_inf=None, grad_factor=None):
+                     grad_scale=None, found_inf=None, grad_factor=None, master_params=(), stochastic_rounding=False,
+                     sr_seed=0, sr_streams=()):
     return None
 
 

@@ -261,10 +261,10 @@ def test_compiled_step_with_grad_scaler_attributes():
 # On the optimizer's own buffers, on the CPU and (the `device` fixture) on a GPU. The arguments come from the
 # public surface: opt.state[p], Schedule.program() moved to the device, opt.schedule_state.tensor(device).
 
-def _step_op_call(opt_cls, kw, schedule, device, grad_scale=None, found_inf=None):
+def _step_op_call(opt_cls, kw, schedule, device, grad_scale=None, found_inf=None, dtype=torch.float32):
     """(op, args, kwargs): the family's step op with param group 0's buffers, after a first step."""
     torch.manual_seed(0)
-    params = [nn.Parameter(torch.randn(*shape).to(device)) for shape in [(3,), (97,), (33, 17), (1,)]]
+    params = [nn.Parameter(torch.randn(*shape).to(device, dtype)) for shape in [(3,), (97,), (33, 17), (1,)]]
     opt = opt_cls(params, schedule=schedule, **kw)
     for p in params:
         p.grad = torch.randn_like(p)
@@ -277,8 +277,11 @@ def _step_op_call(opt_cls, kw, schedule, device, grad_scale=None, found_inf=None
     head = (params, [p.grad for p in params])
     tail = ([st["step"] for st in states], opt.schedule_state.tensor(device),
             schedule.program(0, len(opt.param_groups)).to(device), 0)
+    stochastic = bool(group["stochastic_rounding"])
     scalars = dict(base_lr=opt.schedule_state.base_lrs[0], weight_decay=float(group["weight_decay"]),
-                   maximize=bool(group["maximize"]), grad_scale=grad_scale, found_inf=found_inf)
+                   maximize=bool(group["maximize"]), grad_scale=grad_scale, found_inf=found_inf,
+                   master_params=column("master_param"), stochastic_rounding=stochastic, sr_seed=opt._sr_seed,
+                   sr_streams=list(range(len(params))) if stochastic else [])
     if isinstance(opt, lrfused.SGD):
         return (torch.ops.lrfused.fused_sgd_.default, head + (column("momentum_buffer"),) + tail,
                 dict(scalars, momentum=float(group["momentum"]), dampening=float(group["dampening"]),
@@ -296,11 +299,26 @@ OPCHECK_CASES = [
     (lrfused.Adam, dict(lr=1e-2, amsgrad=True, weight_decay=1e-2), _warmup_cosine()),
     (lrfused.AdamW, dict(lr=1e-2, maximize=True), S.get_schedule("linear", 2, 20)),
 ]
+# bfloat16 parameters with master copies, or rounded stochastically (bf16 state too)
+MEMORY_OPCHECK_CASES = [
+    (lrfused.AdamW, dict(lr=1e-2, master_weights=True, state_dtype=torch.float32), _warmup_cosine()),
+    (lrfused.AdamW, dict(lr=1e-2, stochastic_rounding=True), _warmup_cosine()),
+    (lrfused.SGD, dict(lr=0.1, momentum=0.9, master_weights=True, stochastic_rounding=True), S.StepLR(2)),
+    (lrfused.SGD, dict(lr=0.1, momentum=0.9, stochastic_rounding=True), S.StepLR(2)),
+]
 
 
 @pytest.mark.parametrize("opt_cls,kw,schedule", OPCHECK_CASES, ids=["sgd", "sgd-momentum", "adam-ams", "adamw"])
 def test_opcheck_fused_step(opt_cls, kw, schedule, device):
     op, args, kwargs = _step_op_call(opt_cls, kw, schedule, device)
+    torch.library.opcheck(op, args, kwargs)
+
+
+@pytest.mark.parametrize("opt_cls,kw,schedule", MEMORY_OPCHECK_CASES,
+                         ids=["adamw-master", "adamw-sr", "sgd-master-sr", "sgd-sr"])
+def test_opcheck_fused_step_memory_options(opt_cls, kw, schedule, device):
+    op, args, kwargs = _step_op_call(opt_cls, kw, schedule, device, dtype=torch.bfloat16)
+    assert len(kwargs["master_params"]) == (4 if kw.get("master_weights") else 0)
     torch.library.opcheck(op, args, kwargs)
 
 

@@ -199,7 +199,7 @@ def test_flags_and_hyper_slots():
     assert contract.HYPER_FIELDS["SGD"][0] == contract.HYPER_FIELDS["ADAM"][0] == "lr"
     assert "momentum" in contract.HYPER_FIELDS["SGD"] and "beta1" in contract.HYPER_FIELDS["ADAM"]
     flags = vars(contract.FLAG)
-    assert sorted(flags) == ["amsgrad", "decoupled_weight_decay", "maximize", "nesterov"]
+    assert sorted(flags) == ["amsgrad", "decoupled_weight_decay", "maximize", "nesterov", "stochastic_rounding"]
     assert all(v & (v - 1) == 0 and v > 0 for v in flags.values()) and len(set(flags.values())) == len(flags)
 
 

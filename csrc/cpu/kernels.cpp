@@ -49,10 +49,24 @@ template <> LRF_HD bf16_t from_compute<bf16_t>(float x) {
 }
 
 template <typename C>
-struct GradPrep {
+struct SegmentArgs {
   C grad_scale;  // GradScaler's scale: gradients are divided by it (math::unscale) and stored back
   C factor;     // clipping factor, negated for maximize
+  bool stochastic;   // bf16 stores round stochastically (FLAG_STOCHASTIC_ROUNDING)
+  uint64_t sr_seed;
 };
+
+// The stream of stochastic-rounding bits of one buffer of a tensor this step (its step counter has
+// been incremented already: the count after this step, as the CUDA kernel computes it).
+inline uint64_t sr_key_of(const TensorRef& ref, uint64_t seed, int buffer) {
+  return math::sr_key(seed, ref.sr_stream, static_cast<uint32_t>(*ref.step), buffer);
+}
+
+LRF_HD uint32_t float_bits(float x) {
+  uint32_t u;
+  std::memcpy(&u, &x, sizeof(u));
+  return u;
+}
 
 // Per-thread scratch reused across steps so that a step allocates nothing after the first.
 struct Scratch {
@@ -123,14 +137,15 @@ inline void prefetch_tensor(const TensorRef* tensors, int64_t num_tensors, int64
   prefetch_buffer(r.s1, r.numel * state_bytes);
   prefetch_buffer(r.s2, r.numel * state_bytes);
   prefetch_buffer(r.s3, r.numel * state_bytes);
+  prefetch_buffer(r.master, r.numel * static_cast<int64_t>(sizeof(float)));
 }
 
 template <typename C>
 using AdamSegmentFn = void (*)(const TensorRef&, int64_t, int64_t, const math::AdamScalars<C>&,
-                               const GradPrep<C>&, bool);
+                               const SegmentArgs<C>&, bool);
 template <typename C>
 using SgdSegmentFn = void (*)(const TensorRef&, int64_t, int64_t, const math::SgdScalars<C>&,
-                              const GradPrep<C>&, bool, bool, bool);
+                              const SegmentArgs<C>&, bool, bool, bool);
 
 // The segment kernels of one (param, state) dtype pair for one instruction set.
 template <typename C>
@@ -149,9 +164,11 @@ void run_group_impl(const TensorRef* tensors, int64_t num_tensors, const StepCon
   for (int64_t i = 0; i < num_tensors; ++i) sc.offsets[i + 1] = sc.offsets[i] + tensors[i].numel;
 
   const bool maximize = cfg.flags & FLAG_MAXIMIZE;
-  GradPrep<C> gp;
+  SegmentArgs<C> gp;
   gp.grad_scale = static_cast<C>(cfg.grad_scale);
   gp.factor = static_cast<C>(maximize ? -cfg.grad_factor : cfg.grad_factor);
+  gp.stochastic = (cfg.flags & FLAG_STOCHASTIC_ROUNDING) != 0;
+  gp.sr_seed = cfg.sr_seed;
   const bool scaled = cfg.has_grad_scale;
 
   if (cfg.optimizer == OPT_ADAM) {

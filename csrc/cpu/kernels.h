@@ -12,6 +12,8 @@ using ::lrfused::DType;  // the contract's (contract.h)
 
 // One parameter's buffers. s1: exp_avg | momentum buffer, s2: exp_avg_sq, s3: max_exp_avg_sq (may be
 // null when unused). step: the parameter's float32 step counter, read and incremented by the kernel.
+// master: the fp32 master copy of a 16-bit parameter, or null: the update reads and writes it and stores
+// the parameter as its rounding. sr_stream: the parameter's stream of stochastic-rounding bits.
 struct TensorRef {
   void* param;
   void* grad;
@@ -20,6 +22,8 @@ struct TensorRef {
   void* s3;
   float* step;
   int64_t numel;
+  float* master;
+  uint64_t sr_stream;
 };
 
 struct StepConfig {
@@ -33,6 +37,7 @@ struct StepConfig {
   bool has_grad_scale;     // grads are divided by grad_scale and the unscaled grads stored back
   float grad_scale;        // GradScaler's scale (when has_grad_scale)
   double grad_factor;      // clipping factor applied after unscaling (1 = none)
+  uint64_t sr_seed;        // with FLAG_STOCHASTIC_ROUNDING: the seed of math::sr_key
 };
 
 // Updates every tensor of one group (one dtype) in a single parallel region over the flat element range.

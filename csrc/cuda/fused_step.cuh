@@ -22,14 +22,18 @@ struct StepHeader {
   int num_groups;
   int flags;
   int has_state1;  // SGD: momentum buffers were given
+  uint64_t sr_seed;
 };
 
-template <int NPTR, bool LARGE>
+// EXTRAS: the launch has master copies or rounds stochastically; its table then carries a master column
+// (fptr[1]) and each tensor's stochastic-rounding stream (u64[0]). Instantiated for the 16-bit dtype
+// pairs only, so other launches keep the larger table and the plain kernel.
+template <int NPTR, bool LARGE, bool EXTRAS>
 struct StepArgs {
-  using Table = TensorTable<NPTR, 1, ParamLimit<LARGE>::bytes - static_cast<int>(sizeof(StepHeader)) - 64,
-                            MaxBlocks<LARGE>::value>;
+  using Table = TensorTable<NPTR, EXTRAS ? 2 : 1, ParamLimit<LARGE>::bytes - static_cast<int>(sizeof(StepHeader)) - 64,
+                            MaxBlocks<LARGE>::value, EXTRAS ? 1 : 0>;
   StepHeader h;
-  Table t;  // ptr[0] params, ptr[1] grads, ptr[2..] states; fptr[0] step counters
+  Table t;  // ptr[0] params, ptr[1] grads, ptr[2..] states; fptr[0] step counters, fptr[1] masters
 };
 
 // Policies: NSTATE state columns, per-block scalars, and the element update (always update_math.h).
@@ -85,9 +89,9 @@ struct AdamPolicy {
   }
 };
 
-template <class Pol, typename T, typename S, bool LARGE>
+template <class Pol, typename T, typename S, bool LARGE, bool EXTRAS>
 __global__ void __launch_bounds__(kBlockThreads)
-fused_step_kernel(const StepArgs<2 + Pol::kStates, LARGE> args) {
+fused_step_kernel(const StepArgs<2 + Pol::kStates, LARGE, EXTRAS> args) {
   using C = typename ComputeOf<T>::type;
   using Block = typename Pol::template Block<C>;
   constexpr int K = Pol::kStates;
@@ -97,10 +101,12 @@ fused_step_kernel(const StepArgs<2 + Pol::kStates, LARGE> args) {
   __shared__ C s_grad_scale;
   __shared__ C s_factor;
   __shared__ int s_skip;
+  __shared__ uint64_t s_key[1 + K];  // stochastic-rounding streams: the parameter's, then each state's
 
   const StepHeader& h = args.h;
   const int slot = args.t.block_slot[blockIdx.x];
   const int64_t chunk = args.t.block_chunk[blockIdx.x];
+  const bool stochastic = EXTRAS && (h.flags & FLAG_STOCHASTIC_ROUNDING) != 0;
 
   if (threadIdx.x == 0) {
     const bool skip = h.found_inf != nullptr && *h.found_inf != 0.0f;
@@ -113,6 +119,11 @@ fused_step_kernel(const StepArgs<2 + Pol::kStates, LARGE> args) {
       s_block = Pol::template make<C>(scheduled, lr, momentum, *args.t.fptr[0][slot]);
       s_grad_scale = h.grad_scale != nullptr ? static_cast<C>(*h.grad_scale) : C(1);
       s_factor = h.grad_factor != nullptr ? static_cast<C>(*h.grad_factor) : C(1);
+      if (stochastic) {
+        // the parameter's count after this step, as the CPU kernel has it when it draws
+        const uint32_t step = static_cast<uint32_t>(*args.t.fptr[0][slot] + 1.0f);
+        for (int j = 0; j <= K; ++j) s_key[j] = math::sr_key(h.sr_seed, args.t.u64[0][slot], step, math::SR_PARAM + j);
+      }
     }
   }
   __syncthreads();
@@ -131,9 +142,15 @@ fused_step_kernel(const StepArgs<2 + Pol::kStates, LARGE> args) {
 
   T* p = static_cast<T*>(args.t.ptr[0][slot]) + start;
   T* g = static_cast<T*>(args.t.ptr[1][slot]) + start;
+  // A 16-bit parameter's fp32 master: the update reads and writes it; the parameter stores its rounding.
+  float* master = nullptr;
+  if constexpr (EXTRAS) master = args.t.fptr[1][slot] != nullptr ? args.t.fptr[1][slot] + start : nullptr;
+  uint64_t key[1 + K];
+#pragma unroll
+  for (int j = 0; j <= K; ++j) key[j] = stochastic ? s_key[j] : 0;
   S* st[K];
   bool has_st[K];
-  bool aligned = aligned16(p) && aligned16(g);
+  bool aligned = aligned16(p) && aligned16(g) && (master == nullptr || aligned16(master));
 #pragma unroll
   for (int j = 0; j < K; ++j) {
     S* base = static_cast<S*>(args.t.ptr[2 + j][slot]);
@@ -159,25 +176,39 @@ fused_step_kernel(const StepArgs<2 + Pol::kStates, LARGE> args) {
       T pv[ILP];
       T gv[ILP];
       S sv[K][ILP];
+      float mv[EXTRAS ? ILP : 1];
       load_vec(pv, p + i);
       load_vec(gv, g + i);
+      if constexpr (EXTRAS) {
+        if (master != nullptr) load_vec(mv, master + i);
+      }
 #pragma unroll
       for (int j = 0; j < K; ++j)
         if (has_st[j]) load_vec(sv[j], st[j] + i);
 #pragma unroll
       for (int e = 0; e < ILP; ++e) {
         C pc = to_compute(pv[e]);
+        if constexpr (EXTRAS) {
+          if (master != nullptr) pc = mv[e];
+        }
         C gc = to_compute(gv[e]);
         C sc[K];
 #pragma unroll
         for (int j = 0; j < K; ++j) sc[j] = has_st[j] ? to_compute(sv[j][e]) : C(0);
         update(pc, gc, sc);
-        pv[e] = Store<T>::from(pc);
+        const int64_t index = start + i + e;  // in the tensor: the counter of the random bits
+        if constexpr (EXTRAS) {
+          if (master != nullptr) mv[e] = pc;
+        }
+        pv[e] = store_value<T>(pc, stochastic && master == nullptr, key[0], index);
         gv[e] = Store<T>::from(gc);
 #pragma unroll
-        for (int j = 0; j < K; ++j) sv[j][e] = Store<S>::from(sc[j]);
+        for (int j = 0; j < K; ++j) sv[j][e] = store_value<S>(sc[j], stochastic, key[1 + j], index);
       }
       store_vec(p + i, pv);
+      if constexpr (EXTRAS) {
+        if (master != nullptr) store_vec(master + i, mv);
+      }
       if (unscale) store_vec(g + i, gv);
 #pragma unroll
       for (int j = 0; j < K; ++j)
@@ -186,25 +217,27 @@ fused_step_kernel(const StepArgs<2 + Pol::kStates, LARGE> args) {
     done = len_vec;
   }
   for (int i = done + static_cast<int>(threadIdx.x); i < len; i += blockDim.x) {
-    C pc = to_compute(p[i]);
+    C pc = master != nullptr ? static_cast<C>(master[i]) : to_compute(p[i]);
     C gc = to_compute(g[i]);
     C sc[K];
 #pragma unroll
     for (int j = 0; j < K; ++j) sc[j] = has_st[j] ? to_compute(st[j][i]) : C(0);
     update(pc, gc, sc);
-    p[i] = Store<T>::from(pc);
+    const int64_t index = start + i;
+    if (master != nullptr) master[i] = static_cast<float>(pc);
+    p[i] = store_value<T>(pc, stochastic && master == nullptr, key[0], index);
     if (unscale) g[i] = Store<T>::from(gc);
 #pragma unroll
     for (int j = 0; j < K; ++j)
-      if (has_st[j]) st[j][i] = Store<S>::from(sc[j]);
+      if (has_st[j]) st[j][i] = store_value<S>(sc[j], stochastic, key[1 + j], index);
   }
 }
 
 // Fills the argument tables batch by batch (plan_chunks.h) and launches the update kernel for each.
-template <class Pol, typename T, typename S, bool LARGE>
+template <class Pol, typename T, typename S, bool LARGE, bool EXTRAS>
 const char* launch_update_batches(const FusedStepLaunch& a, cudaStream_t stream) {
   constexpr int NPTR = 2 + Pol::kStates;
-  using Args = StepArgs<NPTR, LARGE>;
+  using Args = StepArgs<NPTR, LARGE, EXTRAS>;
   static_assert(sizeof(Args) <= ParamLimit<LARGE>::bytes, "kernel arguments exceed the parameter limit");
 
   struct Sink {
@@ -221,6 +254,10 @@ const char* launch_update_batches(const FusedStepLaunch& a, cudaStream_t stream)
       for (int j = 0; j < NPTR - 2; ++j) columns[2 + j] = states[j];
       for (int j = 0; j < NPTR; ++j) args.t.ptr[j][slot] = columns[j] != nullptr ? columns[j][i] : nullptr;
       args.t.fptr[0][slot] = a.steps[i];
+      if constexpr (EXTRAS) {
+        args.t.fptr[1][slot] = a.masters != nullptr ? a.masters[i] : nullptr;
+        args.t.u64[0][slot] = a.sr_streams != nullptr ? static_cast<uint64_t>(a.sr_streams[i]) : 0;
+      }
       args.t.numel[slot] = a.numels[i];
     }
     void add_block(int block, int slot, int64_t chunk) {
@@ -228,7 +265,7 @@ const char* launch_update_batches(const FusedStepLaunch& a, cudaStream_t stream)
       args.t.block_chunk[block] = static_cast<int32_t>(chunk);
     }
     bool launch(int, int num_blocks) {
-      error = launch_kernel(&fused_step_kernel<Pol, T, S, LARGE>, num_blocks, kBlockThreads, stream, args);
+      error = launch_kernel(&fused_step_kernel<Pol, T, S, LARGE, EXTRAS>, num_blocks, kBlockThreads, stream, args);
       return error == nullptr;
     }
   };
@@ -244,26 +281,35 @@ const char* launch_update_batches(const FusedStepLaunch& a, cudaStream_t stream)
   h.num_groups = a.num_groups;
   h.flags = a.flags;
   h.has_state1 = a.state1 != nullptr;
+  h.sr_seed = a.sr_seed;
   plan_chunks(a.numels, a.num_tensors, kChunkSize, Args::Table::kMaxTensors, Args::Table::kMaxBlocks, sink);
   return sink.error;
 }
 
-// (param dtype, state dtype) -> template instance, for one policy.
+// A 16-bit dtype pair: the plain kernel, or the one with master copies / stochastic rounding (EXTRAS).
+template <class Pol, typename T, typename S, bool LARGE>
+const char* launch_16bit(const FusedStepLaunch& a, cudaStream_t stream) {
+  constexpr bool kRoundsBf16 = std::is_same<T, __nv_bfloat16>::value || std::is_same<S, __nv_bfloat16>::value;
+  const bool stochastic = kRoundsBf16 && (a.flags & FLAG_STOCHASTIC_ROUNDING) != 0;
+  if (a.masters != nullptr || stochastic) return launch_update_batches<Pol, T, S, LARGE, true>(a, stream);
+  return launch_update_batches<Pol, T, S, LARGE, false>(a, stream);
+}
+
+// (param dtype, state dtype) -> template instance, for one policy. Master copies are for 16-bit
+// parameters (the glue checks it); stochastic rounding changes only bf16 stores.
 template <class Pol, bool LARGE>
 const char* dispatch_dtypes(const FusedStepLaunch& a, cudaStream_t stream) {
   using F = DType;
   const F p = a.param_dtype;
   const F s = a.state_dtype;
-  if (p == F::F32 && s == F::F32) return launch_update_batches<Pol, float, float, LARGE>(a, stream);
-  if (p == F::F32 && s == F::BF16)
-    return launch_update_batches<Pol, float, __nv_bfloat16, LARGE>(a, stream);
-  if (p == F::F16 && s == F::F16) return launch_update_batches<Pol, __half, __half, LARGE>(a, stream);
-  if (p == F::F16 && s == F::F32) return launch_update_batches<Pol, __half, float, LARGE>(a, stream);
-  if (p == F::BF16 && s == F::BF16)
-    return launch_update_batches<Pol, __nv_bfloat16, __nv_bfloat16, LARGE>(a, stream);
-  if (p == F::BF16 && s == F::F32)
-    return launch_update_batches<Pol, __nv_bfloat16, float, LARGE>(a, stream);
-  if (p == F::F64 && s == F::F64) return launch_update_batches<Pol, double, double, LARGE>(a, stream);
+  if (a.masters != nullptr && p != F::F16 && p != F::BF16) return "lrfused: master weights need 16-bit parameters";
+  if (p == F::F32 && s == F::F32) return launch_update_batches<Pol, float, float, LARGE, false>(a, stream);
+  if (p == F::F32 && s == F::BF16) return launch_16bit<Pol, float, __nv_bfloat16, LARGE>(a, stream);
+  if (p == F::F16 && s == F::F16) return launch_16bit<Pol, __half, __half, LARGE>(a, stream);
+  if (p == F::F16 && s == F::F32) return launch_16bit<Pol, __half, float, LARGE>(a, stream);
+  if (p == F::BF16 && s == F::BF16) return launch_16bit<Pol, __nv_bfloat16, __nv_bfloat16, LARGE>(a, stream);
+  if (p == F::BF16 && s == F::F32) return launch_16bit<Pol, __nv_bfloat16, float, LARGE>(a, stream);
+  if (p == F::F64 && s == F::F64) return launch_update_batches<Pol, double, double, LARGE, false>(a, stream);
   return "lrfused: unsupported (param dtype, state dtype) combination";
 }
 

@@ -41,6 +41,9 @@ struct FusedStepLaunch {
   const float* grad_scale = nullptr;   // optional 1-element
   const float* found_inf = nullptr;    // optional 1-element
   const float* grad_factor = nullptr;  // optional 1-element
+  float* const* masters = nullptr;     // per tensor: the fp32 master of a 16-bit parameter; nullptr: none
+  const int64_t* sr_streams = nullptr; // per tensor, with FLAG_STOCHASTIC_ROUNDING: its stream (math::sr_key)
+  uint64_t sr_seed = 0;
 };
 
 // Launches the one-thread schedule kernel (the lr of this step goes to the group's REGION_LAST_LR

@@ -11,12 +11,14 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <type_traits>
 #include <cuda_runtime.h>
 #include <cuda_fp16.h>
 #include <cuda_bf16.h>
 
 #include "cuda/launch.h"
 #include "cuda/plan_chunks.h"
+#include "update_math.h"
 
 #if defined(CUDART_VERSION) && CUDART_VERSION >= 12010
 #define LRF_LARGE_KERNEL_PARAMS 1
@@ -111,6 +113,18 @@ template <> struct Store<__nv_bfloat16> {
   __device__ __forceinline__ static __nv_bfloat16 from(float x) { return __float2bfloat16_rn(x); }
 };
 
+// A result stored in X: bf16 stochastically when `stochastic` (element `index` of the stream `key`, the
+// bits of update_math.h, as the CPU kernels draw them), else to nearest.
+template <typename X, typename C>
+__device__ __forceinline__ X store_value(C x, bool stochastic, uint64_t key, int64_t index) {
+  if constexpr (std::is_same<X, __nv_bfloat16>::value && std::is_same<C, float>::value) {
+    if (stochastic)
+      return __ushort_as_bfloat16(
+          math::bf16_bits_stochastic(__float_as_uint(x), math::sr_random16(key, static_cast<uint64_t>(index))));
+  }
+  return Store<X>::from(x);
+}
+
 // ---- vector memory access ---------------------------------------------------------------------
 
 template <int BYTES> struct RawOf;
@@ -161,18 +175,20 @@ struct Ilp {
 
 // ---- argument tables ----------------------------------------------------------------------------
 
-// Per-launch work list: NPTR pointer columns per tensor (+ an optional float* column and numel), and a
-// (table slot, chunk index) pair per block. Sized to the kernel-parameter budget left by `Header`.
-// Chunk indices are int32 (2^31 chunks of 2^16 elements); element offsets are computed in 64 bits.
-template <int NPTR, int NFLOATPTR, int BUDGET, int MAX_BLOCKS>
+// Per-launch work list: NPTR pointer columns per tensor (+ NFLOATPTR float* columns, NU64 integer
+// columns and numel), and a (table slot, chunk index) pair per block. Sized to the kernel-parameter budget
+// left by `Header`. Chunk indices are int32 (2^31 chunks of 2^16 elements); element offsets are computed
+// in 64 bits.
+template <int NPTR, int NFLOATPTR, int BUDGET, int MAX_BLOCKS, int NU64 = 0>
 struct TensorTable {
   static constexpr int kMaxBlocks = MAX_BLOCKS;
-  static constexpr int kPerTensor = 8 * NPTR + 8 * NFLOATPTR + 8;
+  static constexpr int kPerTensor = 8 * NPTR + 8 * NFLOATPTR + 8 * NU64 + 8;
   static constexpr int kMaxTensors = (BUDGET - MAX_BLOCKS * 6) / kPerTensor;
   static_assert(kMaxTensors >= 8 && kMaxTensors < 65536, "kernel-argument table too small");
 
   void* ptr[NPTR][kMaxTensors];
   float* fptr[NFLOATPTR > 0 ? NFLOATPTR : 1][NFLOATPTR > 0 ? kMaxTensors : 1];
+  uint64_t u64[NU64 > 0 ? NU64 : 1][NU64 > 0 ? kMaxTensors : 1];
   int64_t numel[kMaxTensors];
   int32_t block_chunk[kMaxBlocks];
   uint16_t block_slot[kMaxBlocks];

@@ -7,7 +7,7 @@ import torch
 from .. import contract
 from .._ops import ops
 from .base import _FusedOptimizer
-from .checks import _check_nonnegative, _is_number, _is_scalar_tensor
+from .checks import MASTER_KEY, _check_nonnegative, _is_number, _is_scalar_tensor
 
 
 class Adam(_FusedOptimizer):
@@ -16,7 +16,8 @@ class Adam(_FusedOptimizer):
     _FAMILY = "ADAM"
     _FLAG_DEFAULTS = {"decoupled_weight_decay": False}
     _MOMENTUM_HYPER = "beta1"  # what CyclicLR / OneCycleLR cycle
-    _FLAG_KEYS = {"amsgrad": "amsgrad", "maximize": "maximize", "decoupled_weight_decay": "decoupled_weight_decay"}
+    _FLAG_KEYS = {"amsgrad": "amsgrad", "maximize": "maximize", "decoupled_weight_decay": "decoupled_weight_decay",
+                  "stochastic_rounding": "stochastic_rounding"}
     _GROUP_KEYS = ("lr", "betas", "eps", "weight_decay", "amsgrad")  # what a loaded group must have
 
     def __init__(self, params, lr: float | torch.Tensor = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8,
@@ -24,11 +25,13 @@ class Adam(_FusedOptimizer):
                  maximize: bool = False, capturable: bool = False, differentiable: bool = False,
                  fused: bool | None = None, decoupled_weight_decay: bool = False, schedule=None,
                  state_dtype: torch.dtype | None = None, max_grad_norm: float | None = None,
-                 hyper_schedules: dict | None = None):
+                 hyper_schedules: dict | None = None, stochastic_rounding: bool = False, master_weights: bool = False,
+                 stochastic_rounding_seed: int | None = None):
         defaults = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad, maximize=maximize,
                         foreach=foreach, capturable=capturable, differentiable=differentiable, fused=fused,
-                        decoupled_weight_decay=bool(decoupled_weight_decay), hyper_schedules=hyper_schedules)
-        super().__init__(params, defaults, schedule, state_dtype, max_grad_norm)
+                        decoupled_weight_decay=bool(decoupled_weight_decay), hyper_schedules=hyper_schedules,
+                        stochastic_rounding=stochastic_rounding, master_weights=master_weights)
+        super().__init__(params, defaults, schedule, state_dtype, max_grad_norm, stochastic_rounding_seed)
 
     @staticmethod
     def _validate_group(group: dict) -> None:
@@ -54,7 +57,7 @@ class Adam(_FusedOptimizer):
         return ("exp_avg", "exp_avg_sq", "max_exp_avg_sq") if group["amsgrad"] else ("exp_avg", "exp_avg_sq")
 
     def _allowed_state_keys(self) -> tuple:
-        return ("step", "exp_avg", "exp_avg_sq", "max_exp_avg_sq")
+        return ("step", "exp_avg", "exp_avg_sq", "max_exp_avg_sq", MASTER_KEY)
 
     def _set_momentum(self, group, value) -> None:
         group["betas"] = (value, group["betas"][1])
@@ -88,11 +91,15 @@ class AdamW(Adam):
                  weight_decay: float = 1e-2, amsgrad: bool = False, *, maximize: bool = False,
                  foreach: bool | None = None, capturable: bool = False, differentiable: bool = False,
                  fused: bool | None = None, schedule=None, state_dtype: torch.dtype | None = None,
-                 max_grad_norm: float | None = None, hyper_schedules: dict | None = None):
+                 max_grad_norm: float | None = None, hyper_schedules: dict | None = None,
+                 stochastic_rounding: bool = False, master_weights: bool = False,
+                 stochastic_rounding_seed: int | None = None):
         super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
                          foreach=foreach, maximize=maximize, capturable=capturable, differentiable=differentiable,
                          fused=fused, decoupled_weight_decay=True, schedule=schedule, state_dtype=state_dtype,
-                         max_grad_norm=max_grad_norm, hyper_schedules=hyper_schedules)
+                         max_grad_norm=max_grad_norm, hyper_schedules=hyper_schedules,
+                         stochastic_rounding=stochastic_rounding, master_weights=master_weights,
+                         stochastic_rounding_seed=stochastic_rounding_seed)
 
     def _check_loaded_group_meaning(self, i: int, saved: dict) -> None:
         if saved.get("decoupled_weight_decay", True) is False:

@@ -11,10 +11,15 @@ from .. import contract
 from .. import schedules as _schedules
 from .._ops import _C as _ops_C
 from .checkpoint import CheckpointMixin
-from .checks import _check_no_shared_memory, _check_torch_keywords, _is_dtensor, _is_number, _real_dtype
+from .checks import (MASTER_KEY, _check_no_shared_memory, _check_torch_keywords, _is_dtensor, _is_number, _real_dtype,
+                     _rounds_stochastically, _takes_master)
 from .schedule_state import ScheduleStateMixin
 from .step import StepMixin
 
+
+
+# Group keys of the memory options (every family's keywords).
+_MEMORY_OPTIONS = ("stochastic_rounding", "master_weights")
 
 
 class _FusedOptimizer(StepMixin, ScheduleStateMixin, CheckpointMixin, torch.optim.Optimizer):
@@ -40,9 +45,10 @@ class _FusedOptimizer(StepMixin, ScheduleStateMixin, CheckpointMixin, torch.opti
             cls._FLAG_BITS = tuple((key, getattr(contract.FLAG, flag), cls._FLAG_DEFAULTS.get(key, False))
                                    for key, flag in cls._FLAG_KEYS.items())
 
-    def __init__(self, params, defaults: dict, schedule, state_dtype, max_grad_norm):
-        """``defaults``: the family's group defaults, torch's keywords (foreach, fused, differentiable) included;
-        checked here, before anything else, as torch checks them."""
+    def __init__(self, params, defaults: dict, schedule, state_dtype, max_grad_norm, stochastic_rounding_seed=None):
+        """``defaults``: the family's group defaults, torch's keywords (foreach, fused, differentiable) and the
+        memory options (stochastic_rounding, master_weights) included; checked here, before anything else, as
+        torch checks them."""
         _check_torch_keywords(defaults["foreach"], defaults["fused"], defaults["differentiable"])
         defaults = dict(defaults, hyper_schedules=self._normalized_hyper_schedules(defaults.get("hyper_schedules")))
         self._check_group(defaults)
@@ -58,6 +64,15 @@ class _FusedOptimizer(StepMixin, ScheduleStateMixin, CheckpointMixin, torch.opti
                 raise TypeError(f"lrfused: max_grad_norm must be a positive number or None, got {max_grad_norm!r}")
             if not 0.0 < max_grad_norm < math.inf:
                 raise ValueError(f"lrfused: max_grad_norm must be a positive finite number, got {max_grad_norm}")
+        if stochastic_rounding_seed is None:
+            # from torch's default generator, so that torch.manual_seed makes a run repeat
+            stochastic_rounding_seed = int(torch.randint(0, 2**62, ()))
+        elif isinstance(stochastic_rounding_seed, bool) or not isinstance(stochastic_rounding_seed, int):
+            raise TypeError(f"lrfused: stochastic_rounding_seed must be an int or None, "
+                            f"got {type(stochastic_rounding_seed).__name__}")
+        elif not 0 <= stochastic_rounding_seed < 2**63:
+            raise ValueError(f"lrfused: stochastic_rounding_seed must be in [0, 2**63), got {stochastic_rounding_seed}")
+        self._sr_seed = stochastic_rounding_seed
         defaults = dict(defaults, schedule=schedule)
         self._state_dtype = state_dtype
         self._max_grad_norm = None if max_grad_norm is None else float(max_grad_norm)
@@ -77,6 +92,7 @@ class _FusedOptimizer(StepMixin, ScheduleStateMixin, CheckpointMixin, torch.opti
         self._constructing = True  # torch adds the groups one by one; their schedules are checked once all are in
         super().__init__(params, defaults)
         self._constructing = False
+        self._check_memory_options(self.param_groups)
         self._check_group_schedules(self.param_groups)
         for g in range(len(self.param_groups)):
             self._show_first_step(g)
@@ -121,6 +137,8 @@ class _FusedOptimizer(StepMixin, ScheduleStateMixin, CheckpointMixin, torch.opti
         _check_no_shared_memory(existing + params)
         if not self._constructing:
             self._check_group_schedules(self.param_groups + [candidate])
+            explicit = {k: v for k, v in param_group.items() if k in _MEMORY_OPTIONS}
+            self._check_memory_options([dict(explicit, params=params)])
         super().add_param_group(param_group)
         if not self._constructing:
             self._show_first_step(len(self.param_groups) - 1)
@@ -170,7 +188,29 @@ class _FusedOptimizer(StepMixin, ScheduleStateMixin, CheckpointMixin, torch.opti
             out[name] = s
         return out
 
+    def _check_memory_options(self, groups) -> None:
+        """stochastic_rounding / master_weights asked for where they apply to no parameter (say, a model with
+        only float32 parameters) is a mistake worth saying: raised, naming the option, before anything
+        changes. Among several groups one that applies is enough: a model mixes bfloat16 weights with
+        float32 norms, and an option leaves the parameters it is not meant for as they are."""
+        params = [(p, g) for g in groups for p in g["params"]]
+        if not params:
+            return
+        if any(g.get("master_weights") for g in groups) and not any(
+                _takes_master(p) for p, g in params if g.get("master_weights")):
+            raise ValueError("lrfused: master_weights=True applies to bfloat16 and float16 parameters, and there "
+                             "are none among the parameters it was asked for")
+        if any(g.get("stochastic_rounding") for g in groups) and not any(
+                _rounds_stochastically(p, self._state_dtype_for(p), bool(g.get("master_weights")) and _takes_master(p))
+                for p, g in params if g.get("stochastic_rounding")):
+            raise ValueError("lrfused: stochastic_rounding=True applies to bfloat16 parameters (without master "
+                             "weights) and bfloat16 state (state_dtype=torch.bfloat16), and there are none among the "
+                             "parameters it was asked for")
+
     def _check_group(self, group: dict) -> None:
+        for key in _MEMORY_OPTIONS:
+            if not isinstance(group.get(key, False), bool):
+                raise TypeError(f"lrfused: {key} must be True or False, got {group[key]!r}")
         self._validate_group(group)
         if not isinstance(group.get("hyper_schedules", {}), dict):
             raise TypeError("lrfused: hyper_schedules must be a dict")
@@ -235,6 +275,11 @@ class _FusedOptimizer(StepMixin, ScheduleStateMixin, CheckpointMixin, torch.opti
         for key in self._state_keys(group):
             if state.get(key) is None:
                 state[key] = torch.zeros_like(p, dtype=dtype, memory_format=torch.preserve_format)
+        if group.get("master_weights") and _takes_master(p):
+            if state.get(MASTER_KEY) is None:  # new, or a checkpoint without one (torch's): the parameter's value
+                state[MASTER_KEY] = p.detach().to(dtype=torch.float32, memory_format=torch.preserve_format, copy=True)
+        else:
+            state.pop(MASTER_KEY, None)
 
     def _state_keys(self, group) -> tuple:
         raise NotImplementedError
@@ -243,8 +288,8 @@ class _FusedOptimizer(StepMixin, ScheduleStateMixin, CheckpointMixin, torch.opti
     def _signature(self):
         """What the launch plan is built from. Hyperparameters are not part of it: they are handed to the
         plan at every step, so a torch scheduler or a user writing group["lr"] costs no rebuild."""
-        return tuple((self._flags(g), self._state_keys(g), id(g["schedule"]), len(g["params"]))
-                     for g in self.param_groups)
+        return tuple((self._flags(g), self._state_keys(g), id(g["schedule"]), len(g["params"]),
+                      bool(g.get("master_weights"))) for g in self.param_groups)
 
     def _hyper_list(self, group) -> list:
         """The group's per-step hyperparameters in the contract's slot order (slots a family does not use: 0)."""

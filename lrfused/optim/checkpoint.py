@@ -6,6 +6,7 @@ import torch
 
 from .. import contract
 from ..contract import SchedLayout
+from .checks import MASTER_KEY
 
 
 class CheckpointMixin:
@@ -14,7 +15,7 @@ class CheckpointMixin:
 
     # ---- pickling ------------------------------------------------------------------------------
     _EXTRA_ATTRS = ("_state_dtype", "_max_grad_norm", "_clip_buffer", "_sched_states", "_report_states",
-                    "_host_steps", "_has_dtensor")
+                    "_host_steps", "_has_dtensor", "_sr_seed")
 
     def __getstate__(self):
         state = super().__getstate__()  # defaults, state, param_groups
@@ -24,6 +25,7 @@ class CheckpointMixin:
     def __setstate__(self, state):
         super().__setstate__(state)
         self.__dict__.setdefault("_report_states", {})  # pickles from before GreedyLR
+        self.__dict__.setdefault("_sr_seed", 0)  # pickles from before stochastic rounding
         # pickles from before sched_state's header grew: today's layout, as for checkpoints
         self._sched_states = {d: self._upgraded_sched_state(s) for d, s in self.__dict__.get("_sched_states", {}).items()}
         self._plan = None
@@ -46,7 +48,7 @@ class CheckpointMixin:
                 group["betas"] = (float(group["betas"][0]), group["betas"][1])
         sd["lrfused"] = {"sched_state": {str(d): s.detach().cpu().clone() for d, s in self._sched_states.items()},
                          "report_state": {str(d): s.detach().cpu().clone() for d, s in self._report_states.items()},
-                         "host_steps": self._host_steps}
+                         "host_steps": self._host_steps, "sr_seed": self._sr_seed}
         return sd
 
     def load_state_dict(self, state_dict: dict) -> None:
@@ -59,19 +61,28 @@ class CheckpointMixin:
         # What a loaded group keeps of this optimizer's where the checkpoint has none (torch's or older
         # lrfused checkpoints): its schedules, then the defaults. Every group is checked before anything changes.
         own = [{"schedule": g["schedule"], "hyper_schedules": g.get("hyper_schedules", {})} for g in self.param_groups]
+        # The memory options are how this optimizer was built, not a hyperparameter a checkpoint changes: a
+        # checkpoint with master copies loads into an optimizer without them (the copies are dropped) and
+        # one without into an optimizer with them (made from the parameters).
+        built = [{key: g.get(key, False) for key in ("stochastic_rounding", "master_weights")} for g in self.param_groups]
+        # torch's load casts every floating-point state tensor to its parameter's dtype, which would round
+        # float32 state (and master copies) of 16-bit parameters through 16 bits: they are taken from the
+        # checkpoint itself below.
         self._check_loaded_state(state_dict)
+        saved_states = self._saved_states_by_param(state_dict)
         for saved, kept in zip(saved_groups, own):
             self._complete_loaded_group({k: v for k, v in saved.items() if k != "params"}, kept)
         if extra is not None:
             self._check_saved_report_states(extra.get("report_state", {}))
         super().load_state_dict(state_dict)
-        for group, kept in zip(self.param_groups, own):
+        for group, kept, options in zip(self.param_groups, own, built):
             self._complete_loaded_group(group, kept)
+            group.update(options)
         for group in self.param_groups:
             for p in group["params"]:
                 state = self.state.get(p)
                 if state:
-                    self._adopt_loaded_state(p, group, state)
+                    self._adopt_loaded_state(p, group, state, saved_states.get(p, {}))
         self._sched_states = {}
         self._report_states = {}
         self._programs = {}
@@ -84,6 +95,7 @@ class CheckpointMixin:
             self._shown[g] = group["lr"]
         if extra is not None:
             self._host_steps = int(extra.get("host_steps", 0))
+            self._sr_seed = int(extra.get("sr_seed", self._sr_seed))
             self._sched_states = self._map_saved_sched_states(extra.get("sched_state", {}))
             self._report_states = self._map_saved_report_states(extra.get("report_state", {}))
         else:  # a torch optimizer's checkpoint: the schedule position is the parameters' step count
@@ -214,13 +226,21 @@ class CheckpointMixin:
     def _allowed_state_keys(self) -> tuple:
         raise NotImplementedError
 
-    def _adopt_loaded_state(self, p, group, state) -> None:
+    def _saved_states_by_param(self, state_dict: dict) -> dict:
+        """The checkpoint's own per-parameter state dicts, by this optimizer's parameter."""
+        ids = [i for g in state_dict["param_groups"] for i in g["params"]]
+        params = [p for g in self.param_groups for p in g["params"]]
+        return {p: state_dict["state"][i] for i, p in zip(ids, params) if i in state_dict["state"]}
+
+    def _adopt_loaded_state(self, p, group, state, saved: dict) -> None:
         """Brings a loaded per-parameter state into lrfused's layout: step as a float32 tensor on the
-        parameter's device, buffers in the state dtype."""
+        parameter's device, buffers in the state dtype and master copies in float32, converted from the
+        checkpoint's own tensors (``saved``), not from torch's copies rounded to the parameter's dtype."""
         if "step" in state:
             state["step"] = torch.as_tensor(state["step"], dtype=torch.float32).to(p.device).reshape(())
         dtype = self._state_dtype_for(p)
-        for key in self._state_keys(group):
-            if state.get(key) is not None:
-                state[key] = state[key].to(device=p.device, dtype=dtype)
+        for key, key_dtype in (*((k, dtype) for k in self._state_keys(group)), (MASTER_KEY, torch.float32)):
+            value = saved.get(key)
+            if isinstance(value, torch.Tensor) and state.get(key) is not None:
+                state[key] = value.detach().to(device=p.device, dtype=key_dtype, copy=True)
         self._init_state(p, group)

@@ -48,6 +48,22 @@ def _real_dtype(t: torch.Tensor) -> torch.dtype:
     return t.real.dtype if t.is_complex() else t.dtype
 
 
+# The state key of a 16-bit parameter's float32 master copy (TransformerEngine's FusedAdam's name).
+MASTER_KEY = "master_param"
+_MASTER_DTYPES = (torch.bfloat16, torch.float16)
+
+
+def _takes_master(p: torch.Tensor) -> bool:
+    """master_weights applies to bfloat16 and float16 parameters."""
+    return not p.is_complex() and p.dtype in _MASTER_DTYPES
+
+
+def _rounds_stochastically(p: torch.Tensor, state_dtype: torch.dtype, master: bool) -> bool:
+    """stochastic_rounding applies to what the kernel stores in bfloat16: a bfloat16 parameter without a
+    master copy, bfloat16 state."""
+    return (p.dtype == torch.bfloat16 and not master) or (not p.is_complex() and state_dtype == torch.bfloat16)
+
+
 def _is_dtensor(t) -> bool:
     return type(t).__name__ == "DTensor" and hasattr(t, "_local_tensor")
 

@@ -6,14 +6,14 @@ import torch
 
 from .._ops import ops
 from .base import _FusedOptimizer
-from .checks import _check_nonnegative
+from .checks import MASTER_KEY, _check_nonnegative
 
 
 class SGD(_FusedOptimizer):
     """torch.optim.SGD's math with the learning-rate schedule fused into the update."""
 
     _FAMILY = "SGD"
-    _FLAG_KEYS = {"nesterov": "nesterov", "maximize": "maximize"}
+    _FLAG_KEYS = {"nesterov": "nesterov", "maximize": "maximize", "stochastic_rounding": "stochastic_rounding"}
     _MOMENTUM_HYPER = "momentum"  # what CyclicLR / OneCycleLR cycle
     _GROUP_KEYS = ("lr", "momentum", "dampening", "weight_decay", "nesterov")  # what a loaded group must have
 
@@ -21,11 +21,13 @@ class SGD(_FusedOptimizer):
                  weight_decay: float | torch.Tensor = 0.0, nesterov: bool = False, *, maximize: bool = False,
                  foreach: bool | None = None, differentiable: bool = False, fused: bool | None = None,
                  schedule=None, state_dtype: torch.dtype | None = None, max_grad_norm: float | None = None,
-                 hyper_schedules: dict | None = None):
+                 hyper_schedules: dict | None = None, stochastic_rounding: bool = False, master_weights: bool = False,
+                 stochastic_rounding_seed: int | None = None):
         defaults = dict(lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
                         nesterov=nesterov, maximize=maximize, foreach=foreach, differentiable=differentiable,
-                        fused=fused, hyper_schedules=hyper_schedules)
-        super().__init__(params, defaults, schedule, state_dtype, max_grad_norm)
+                        fused=fused, hyper_schedules=hyper_schedules, stochastic_rounding=stochastic_rounding,
+                        master_weights=master_weights)
+        super().__init__(params, defaults, schedule, state_dtype, max_grad_norm, stochastic_rounding_seed)
 
     @staticmethod
     def _validate_group(group: dict) -> None:
@@ -51,7 +53,7 @@ class SGD(_FusedOptimizer):
         group["momentum"] = value
 
     def _allowed_state_keys(self) -> tuple:
-        return ("momentum_buffer", "step")
+        return ("momentum_buffer", "step", MASTER_KEY)
 
     def _hyper(self, group) -> dict:
         v = self._value

@@ -9,7 +9,7 @@ import torch
 
 from .. import contract
 from .._ops import _C, ops
-from .checks import _check_no_shared_memory, _local
+from .checks import MASTER_KEY, _check_no_shared_memory, _local, _takes_master
 
 _FORCED_OP_PATH = [False]
 
@@ -36,21 +36,35 @@ class StepMixin:
     ``_sched_state`` and ``_init_state``."""
 
     def _buckets(self):
-        """Yields (group_index, group, params) per (group, device, dtype), params that have state."""
+        """Yields (group_index, group, params, streams) per (group, device, dtype), params that have state;
+        streams: each one's index among all the optimizer's parameters, which names its stream of
+        stochastic-rounding bits (the same on both step paths and after a resume)."""
+        first = 0
         for g, group in enumerate(self.param_groups):
-            by_key: dict[tuple, list] = {}
-            for p in group["params"]:
+            by_key: dict[tuple, tuple] = {}
+            for i, p in enumerate(group["params"]):
                 if "step" in self.state.get(p, {}):
-                    by_key.setdefault((p.device, p.dtype), []).append(p)
-            for params in by_key.values():
-                yield g, group, params
+                    params, streams = by_key.setdefault((p.device, p.dtype), ([], []))
+                    params.append(p)
+                    streams.append(first + i)
+            first += len(group["params"])
+            for params, streams in by_key.values():
+                yield g, group, params, streams
 
     def _bucket_args(self, g, group, params, device):
         keys = self._state_keys(group)
         lists = [[self.state[p][k] for p in params] for k in keys]
         lists += [[] for _ in range(3 - len(lists))]
         steps = [self.state[p]["step"] for p in params]
-        return lists, steps, self._sched_state(device), self._device_program(g, group, device)
+        masters = [self.state[p][MASTER_KEY] for p in params] if group.get("master_weights") and params and \
+            _takes_master(params[0]) else []
+        return lists, steps, masters, self._sched_state(device), self._device_program(g, group, device)
+
+    def _rounding_args(self, group, streams) -> dict:
+        """The op's stochastic-rounding arguments for a bucket of ``group``."""
+        stochastic = bool(group.get("stochastic_rounding", False))
+        return {"stochastic_rounding": stochastic, "sr_seed": self._sr_seed,
+                "sr_streams": list(streams) if stochastic else []}
 
     def _device_program(self, g: int, group: dict, device: torch.device) -> torch.Tensor:
         hyper = group.get("hyper_schedules") or {}
@@ -87,6 +101,14 @@ class StepMixin:
                         f"state was created on {_local(step).device} (a model.to() after the first step?). "
                         f"torch.optim refuses this too: move the model before creating the optimizer, or create "
                         f"a new one.")
+                master = state.get(MASTER_KEY)
+                if master is not None and (_local(master).shape != local.shape or _local(master).device != local.device
+                                           or _local(master).dtype != torch.float32):
+                    raise RuntimeError(
+                        f"lrfused: parameter {i} of param group {g} is now {local.dtype}, shape "
+                        f"{tuple(local.shape)}, on {local.device}, but its float32 master copy is shape "
+                        f"{tuple(_local(master).shape)} on {_local(master).device}: move or cast the model before "
+                        f"creating the optimizer, or create a new one.")
                 for key in keys:
                     s = state.get(key)
                     if s is None:
@@ -106,7 +128,7 @@ class StepMixin:
         self._check_params_against_state()
         for group in self.param_groups:
             for p in group["params"]:
-                if p.grad is not None:
+                if p.grad is not None or "step" in self.state.get(p, {}):  # also a master_weights change
                     self._init_state(p, group)
         self._plateau_schedule()  # raises for conflicting plateau schedules
         plan = _C.Plan()
@@ -114,10 +136,11 @@ class StepMixin:
         # (torch's scheduler counts those steps too).
         for device in {p.device for group in self.param_groups for p in group["params"]}:
             plan.add_sched_state(self._sched_state(device))
-        for g, group, params in self._buckets():
-            (s1, s2, s3), steps, sched_state, program = self._bucket_args(g, group, params, params[0].device)
+        for g, group, params, streams in self._buckets():
+            (s1, s2, s3), steps, masters, sched_state, program = self._bucket_args(g, group, params, params[0].device)
+            rounding = self._rounding_args(group, streams)
             plan.add_bucket(params, s1, s2, s3, steps, sched_state, program, g, self._KIND, self._flags(group),
-                            self._hyper_list(group))
+                            self._hyper_list(group), masters, rounding["sr_streams"], rounding["sr_seed"])
         self._stateless = [p for group in self.param_groups for p in group["params"]
                            if "step" not in self.state.get(p, {})]
         self._plan = plan
@@ -173,7 +196,7 @@ class StepMixin:
         if buffer is None:
             return None
         parts = []
-        for _g, _group, params in self._buckets():
+        for _g, _group, params, _streams in self._buckets():
             grads = [_local(p.grad) for p in params if p.grad is not None]
             if grads:
                 scale = None if grad_scale is None else grad_scale.to(grads[0].device)
@@ -192,19 +215,21 @@ class StepMixin:
             self._sched_state(device)
         for group in self.param_groups:
             for p in group["params"]:
-                if p.grad is not None and "step" not in self.state.get(p, {}):
+                if p.grad is not None or "step" in self.state.get(p, {}):  # also a master_weights change
                     self._init_state(p, group)
         grad_factor = self._op_clip_factor(grad_scale)
-        for g, group, params in self._buckets():
+        for g, group, params, streams in self._buckets():
             # Also a bucket without gradients this step: the op records the applied lr all the same.
             with_grad = [p for p in params if p.grad is not None]
+            streams = [s for p, s in zip(params, streams) if p.grad is not None]
             device = params[0].device
-            (s1, s2, s3), steps, sched_state, program = self._bucket_args(g, group, with_grad, device)
-            s1, s2, s3 = ([_local(t) for t in lst] for lst in (s1, s2, s3))
+            (s1, s2, s3), steps, masters, sched_state, program = self._bucket_args(g, group, with_grad, device)
+            s1, s2, s3, masters = ([_local(t) for t in lst] for lst in (s1, s2, s3, masters))
             on_device = (lambda t: None if t is None else t.to(device))  # noqa: E731
             self._call_step_op(group, [_local(p) for p in with_grad], [_local(p.grad) for p in with_grad],
                                (s1, s2, s3), steps, sched_state, program, g, grad_scale=on_device(grad_scale),
-                               found_inf=on_device(found_inf), grad_factor=on_device(grad_factor))
+                               found_inf=on_device(found_inf), grad_factor=on_device(grad_factor),
+                               master_params=masters, **self._rounding_args(group, streams))
         for device, state in self._sched_states.items():
             ops.advance_(state, None if found_inf is None else found_inf.to(device))
 
