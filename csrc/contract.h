@@ -276,12 +276,14 @@ LRF_HD int scheduled_hyper_slot(int h) {
 #undef LRF_VALUE_ENUM4
 
 // Element types the kernels take (one enum for the CPU and CUDA kernels). X(NAME, value, torch name)
-#define LRF_DTYPES(X) X(F32, 0, float32) X(F64, 1, float64) X(BF16, 2, bfloat16) X(F16, 3, float16)
+// Q8: block-quantized 8-bit state (uint8 codes and a float32 absmax per block; quant8.h), a state dtype only.
+#define LRF_DTYPES(X) X(F32, 0, float32) X(F64, 1, float64) X(BF16, 2, bfloat16) X(F16, 3, float16) X(Q8, 4, uint8)
 #define LRF_DTYPE_ENUM(NAME, V, PY) NAME = V,
 enum class DType : int { LRF_DTYPES(LRF_DTYPE_ENUM) };
 #undef LRF_DTYPE_ENUM
 // (parameter dtype, state dtype) pairs with kernels. Math is fp32, or fp64 for fp64 parameters.
-#define LRF_DTYPE_PAIRS(X) X(F32, F32) X(F32, BF16) X(F64, F64) X(BF16, BF16) X(BF16, F32) X(F16, F16) X(F16, F32)
+#define LRF_DTYPE_PAIRS(X) X(F32, F32) X(F32, BF16) X(F64, F64) X(BF16, BF16) X(BF16, F32) X(F16, F16) X(F16, F32) \
+  X(F32, Q8) X(BF16, Q8) X(F16, Q8)
 LRF_HD bool supported_dtype_pair(DType param, DType state) {
 #define LRF_PAIR_TEST(P, S) if (param == DType::P && state == DType::S) return true;
   LRF_DTYPE_PAIRS(LRF_PAIR_TEST)

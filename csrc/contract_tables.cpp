@@ -4,6 +4,7 @@
 
 #include "contract.h"
 #include "plan.h"
+#include "quant8.h"
 
 namespace lrfused {
 namespace {
@@ -86,6 +87,15 @@ pybind11::dict contract_tables() {
   constants["max_stack"] = sched::kMaxStack;
   constants["clip_eps"] = kClipEps;
   constants["plateau_max_groups_cuda"] = plateau::kMaxGroupsCuda;
+  constants["quant_block"] = quant8::kQuantBlock;
+  constants["min_quant_numel"] = quant8::kMinQuantNumel;
+  constants["absmax_floor"] = quant8::kAbsmaxFloor;
+  py::dict maps;
+  for (int kind = 0; kind < 2; ++kind) {
+    py::list values;
+    for (float v : quant8::kMaps.map[kind]) values.append(v);
+    maps[kind == quant8::SIGNED ? "signed" : "unsigned"] = values;
+  }
 
   py::dict out;
   out["kinds"] = kinds;
@@ -107,6 +117,7 @@ pybind11::dict contract_tables() {
   out["hypers"] = hypers;
   out["dtype_pairs"] = pairs;
   out["constants"] = constants;
+  out["dynamic_maps"] = maps;
 #undef LRF_NAME
   return out;
 }

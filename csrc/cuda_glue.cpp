@@ -66,10 +66,14 @@ void run_step_cuda(const StepRequest& r) {
   for (int j = 0; j < 3; ++j) s[j].resize(r.state[j].empty() ? 0 : n);
   std::vector<float*> st(n);
   std::vector<float*> masters(r.masters.empty() ? 0 : n);
+  std::vector<float*> absmax[2];
+  for (int j = 0; j < 2; ++j) absmax[j].resize(r.absmax[j].empty() ? 0 : n);
   std::vector<int64_t> numels(n);
   for (size_t i = 0; i < n; ++i) {
     const FlatParam f = flat_param(r, i, staging);
     if (!masters.empty()) masters[i] = f.master.mutable_data_ptr<float>();
+    for (int j = 0; j < 2; ++j)
+      if (!absmax[j].empty()) absmax[j][i] = f.absmax[j].mutable_data_ptr<float>();
     p[i] = f.param.mutable_data_ptr();
     gr[i] = f.grad.mutable_data_ptr();
     for (int j = 0; j < 3; ++j)
@@ -87,6 +91,8 @@ void run_step_cuda(const StepRequest& r) {
   a.masters = masters.empty() ? nullptr : masters.data();
   a.sr_streams = r.sr_streams.empty() ? nullptr : r.sr_streams.data();
   a.sr_seed = g.sr_seed;
+  a.absmax1 = absmax[0].empty() ? nullptr : absmax[0].data();
+  a.absmax2 = absmax[1].empty() ? nullptr : absmax[1].data();
 
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream(device.index()).stream();
   const char* err = gpu::launch_fused_step(a, stream);

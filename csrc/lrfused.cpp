@@ -21,20 +21,22 @@ TORCH_LIBRARY(lrfused, m) {
   // writes the master and stores the parameter as its rounding. stochastic_rounding: bfloat16 stores (of
   // parameters without a master, and of bfloat16 state) round stochastically with bits drawn from
   // (sr_seed, sr_streams[i], the parameter's step count, element index): see update_math.h.
+  // 8-bit state (optim_bits=8): the state lists hold uint8 codes and *_absmax one float32 scale per block of
+  // quant8::kQuantBlock elements (csrc/quant8.h); empty lists otherwise.
   // Arguments are checked once for every backend (step_args.h).
   m.def(
       "fused_sgd_(Tensor(a!)[] params, Tensor(b!)[] grads, Tensor(c!)[] momentum_buffers, Tensor(d!)[] steps, "
       "Tensor(e!) sched_state, Tensor program, int group_index, *, float base_lr, float momentum, "
       "float dampening, float weight_decay, bool nesterov, bool maximize, Tensor? grad_scale=None, "
       "Tensor? found_inf=None, Tensor? grad_factor=None, Tensor(f!)[] master_params, "
-      "bool stochastic_rounding=False, int sr_seed=0, int[] sr_streams=[]) -> ()");
+      "bool stochastic_rounding=False, int sr_seed=0, int[] sr_streams=[], Tensor(g!)[] momentum_buffer_absmax) -> ()");
   m.def(
       "fused_adam_(Tensor(a!)[] params, Tensor(b!)[] grads, Tensor(c!)[] exp_avgs, Tensor(d!)[] exp_avg_sqs, "
       "Tensor(e!)[] max_exp_avg_sqs, Tensor(f!)[] steps, Tensor(g!) sched_state, Tensor program, int group_index, "
       "*, float base_lr, float beta1, float beta2, float eps, float weight_decay, bool amsgrad, bool maximize, "
       "bool decoupled_weight_decay, Tensor? grad_scale=None, Tensor? found_inf=None, "
       "Tensor? grad_factor=None, Tensor(h!)[] master_params, bool stochastic_rounding=False, int sr_seed=0, "
-      "int[] sr_streams=[]) -> ()");
+      "int[] sr_streams=[], Tensor(i!)[] exp_avg_absmax, Tensor(j!)[] exp_avg_sq_absmax) -> ()");
   // k += 1 unless found_inf is set (a skipped step advances neither the schedule nor bias correction).
   m.def("advance_(Tensor(a!) sched_state, Tensor? found_inf) -> ()");
   // ReduceLROnPlateau: feed one metric (0-dim tensor on sched_state's device) to the state machine.

@@ -19,7 +19,7 @@ using fused_sgd_ = void(at::TensorList params, at::TensorList grads, at::TensorL
                         bool nesterov, bool maximize, const std::optional<at::Tensor>& grad_scale,
                         const std::optional<at::Tensor>& found_inf, const std::optional<at::Tensor>& grad_factor,
                         at::TensorList master_params, bool stochastic_rounding, int64_t sr_seed,
-                        at::IntArrayRef sr_streams);
+                        at::IntArrayRef sr_streams, at::TensorList momentum_buffer_absmax);
 using fused_adam_ = void(at::TensorList params, at::TensorList grads, at::TensorList exp_avgs,
                          at::TensorList exp_avg_sqs, at::TensorList max_exp_avg_sqs, at::TensorList steps,
                          const at::Tensor& sched_state, const at::Tensor& program, int64_t group_index,
@@ -27,7 +27,7 @@ using fused_adam_ = void(at::TensorList params, at::TensorList grads, at::Tensor
                          bool maximize, bool decoupled_weight_decay, const std::optional<at::Tensor>& grad_scale,
                          const std::optional<at::Tensor>& found_inf, const std::optional<at::Tensor>& grad_factor,
                          at::TensorList master_params, bool stochastic_rounding, int64_t sr_seed,
-                         at::IntArrayRef sr_streams);
+                         at::IntArrayRef sr_streams, at::TensorList exp_avg_absmax, at::TensorList exp_avg_sq_absmax);
 using advance_ = void(const at::Tensor& sched_state, const std::optional<at::Tensor>& found_inf);
 using plateau_report_ = void(const at::Tensor& sched_state, const at::Tensor& metric, at::ArrayRef<double> config,
                              int64_t num_groups);

@@ -59,6 +59,8 @@ cpu::TensorRef make_tensor_ref(const FlatParam& f, const at::Tensor& step, int64
   r.step = step.data_ptr<float>();
   r.numel = f.param.numel();
   r.master = f.master.defined() ? f.master.data_ptr<float>() : nullptr;
+  r.s1_absmax = f.absmax[0].defined() ? f.absmax[0].data_ptr<float>() : nullptr;
+  r.s2_absmax = f.absmax[1].defined() ? f.absmax[1].data_ptr<float>() : nullptr;
   r.sr_stream = static_cast<uint64_t>(sr_stream);
   return r;
 }

@@ -12,6 +12,7 @@
 #include "contract.h"
 #include "op_signatures.h"
 #include "optim_cpu.h"
+#include "quant8.h"
 
 namespace lrfused {
 namespace {
@@ -67,6 +68,7 @@ struct Bucket {
   std::vector<at::Tensor> params, state1, state2, state3, steps;
   std::vector<at::Tensor> masters;   // empty, or an fp32 master per parameter
   std::vector<int64_t> sr_streams;   // empty, or each parameter's stochastic-rounding stream
+  std::vector<at::Tensor> absmax[2]; // 8-bit state: each parameter's block scales of state1 / state2
   at::ScalarType param_type;
   at::ScalarType state_type;
   bool on_cpu = true;
@@ -96,7 +98,7 @@ class Plan {
                   std::vector<at::Tensor> state3, std::vector<at::Tensor> steps, at::Tensor sched_state,
                   at::Tensor program, int64_t group_index, int64_t optimizer, int64_t flags,
                   std::vector<double> hyper, std::vector<at::Tensor> masters, std::vector<int64_t> sr_streams,
-                  int64_t sr_seed) {
+                  int64_t sr_seed, std::vector<at::Tensor> absmax1, std::vector<at::Tensor> absmax2) {
     Bucket b;
     b.step.sched_state = std::move(sched_state);
     b.step.program = std::move(program);
@@ -137,6 +139,9 @@ class Plan {
     b.steps = std::move(steps);
     b.masters = std::move(masters);
     b.sr_streams = std::move(sr_streams);
+    b.absmax[0] = std::move(absmax1);
+    b.absmax[1] = std::move(absmax2);
+    check_quantized_bucket(b);
     if (b.on_cpu) cache_views(b);
     add_sched_state(b.step.sched_state);
     buckets_.push_back(std::move(b));
@@ -222,6 +227,26 @@ class Plan {
   int64_t num_buckets() const { return static_cast<int64_t>(buckets_.size()); }
 
  private:
+  // The checks of check_step_request that concern 8-bit state, on the bucket's lists.
+  static void check_quantized_bucket(const Bucket& b) {
+    const bool quantized = b.state_type == at::kByte;
+    const bool amsgrad = b.step.optimizer == OPT_ADAM && (b.step.flags & FLAG_AMSGRAD) != 0;
+    TORCH_CHECK(!quantized || !amsgrad, "lrfused: 8-bit state does not support amsgrad");
+    const std::vector<at::Tensor>* states[2] = {&b.state1, &b.state2};
+    for (int j = 0; j < 2; ++j) {
+      const size_t want = quantized && !states[j]->empty() ? b.params.size() : 0;
+      TORCH_CHECK(b.absmax[j].size() == want, "lrfused: a plan bucket needs one absmax per param for each 8-bit "
+                  "state list, none otherwise");
+      for (size_t i = 0; i < b.absmax[j].size(); ++i) {
+        const at::Tensor& a = b.absmax[j][i];
+        TORCH_CHECK(a.scalar_type() == at::kFloat && a.dim() == 1 && a.is_contiguous() &&
+                        a.numel() == quant8::num_blocks(b.params[i].numel()) && a.device() == b.params[i].device(),
+                    "lrfused: an 8-bit state's absmax must be a contiguous float32 tensor of one value per ",
+                    quant8::kQuantBlock, " elements on the parameter's device");
+      }
+    }
+  }
+
   void compute_clip_factor(const std::optional<at::Tensor>& grad_scale, double max_norm, const at::Tensor& buffer) {
     const c10::Device device = buffer.device();
     for (const Bucket& b : buckets_) {
@@ -339,6 +364,8 @@ class Plan {
         r.master = b.masters[i].data_ptr<float>();
       }
       r.sr_stream = b.sr_streams.empty() ? 0 : static_cast<uint64_t>(b.sr_streams[i]);
+      r.s1_absmax = b.absmax[0].empty() ? nullptr : b.absmax[0][i].data_ptr<float>();
+      r.s2_absmax = b.absmax[1].empty() ? nullptr : b.absmax[1][i].data_ptr<float>();
       b.staged[i] = !flat;
     }
   }
@@ -349,9 +376,10 @@ class Plan {
       const at::Tensor* state[3] = {b.state1.empty() ? nullptr : &b.state1[i], b.state2.empty() ? nullptr : &b.state2[i],
                                     b.state3.empty() ? nullptr : &b.state3[i]};
       const at::Tensor* master = b.masters.empty() ? nullptr : &b.masters[i];
-      b.refs.push_back(make_tensor_ref(
-          flat_param(b.params[i], b.params[i].grad(), state, master, b.step.grad_scale.has_value(), staging),
-          b.steps[i], b.sr_streams.empty() ? 0 : b.sr_streams[i]));
+      FlatParam f = flat_param(b.params[i], b.params[i].grad(), state, master, b.step.grad_scale.has_value(), staging);
+      for (int j = 0; j < 2; ++j)
+        if (!b.absmax[j].empty()) f.absmax[j] = b.absmax[j][i];
+      b.refs.push_back(make_tensor_ref(f, b.steps[i], b.sr_streams.empty() ? 0 : b.sr_streams[i]));
     }
     cpu_group_step(b.step, b.refs.data(), static_cast<int64_t>(b.refs.size()), kernel_dtype(b.param_type, "params"),
                    kernel_dtype(b.state_type, "state"));
@@ -361,7 +389,7 @@ class Plan {
   // Also when no parameter of the bucket has a gradient: the op still records the applied lr, as the
   // CPU path does.
   void run_op(Bucket& b) {
-    std::vector<at::Tensor> params, s1, s2, s3, steps, masters;
+    std::vector<at::Tensor> params, s1, s2, s3, steps, masters, absmax[2];
     std::vector<int64_t> streams;
     for (size_t i = 0; i < b.params.size(); ++i) {
       if (!b.params[i].grad().defined()) continue;
@@ -371,6 +399,8 @@ class Plan {
       if (!b.state3.empty()) s3.push_back(b.state3[i]);
       if (!b.masters.empty()) masters.push_back(b.masters[i]);
       if (!b.sr_streams.empty()) streams.push_back(b.sr_streams[i]);
+      for (int j = 0; j < 2; ++j)
+        if (!b.absmax[j].empty()) absmax[j].push_back(b.absmax[j][i]);
       steps.push_back(b.steps[i]);
     }
     const c10::Device device = b.step.sched_state.device();
@@ -382,16 +412,53 @@ class Plan {
     step.grad_scale = on_device(b.step.grad_scale);
     step.found_inf = on_device(b.step.found_inf);
     step.grad_factor = on_device(b.step.grad_factor);
-    call_step_op(step, params, b.grads, s1, s2, s3, steps, masters, streams);
+    call_step_op(step, params, b.grads, s1, s2, s3, steps, masters, streams, absmax[0], absmax[1]);
   }
 
   std::vector<Bucket> buckets_;
   std::vector<at::Tensor> sched_states_;
 };
 
+// 8-bit state conversions for the Python side (creating 8-bit state from full-precision state, a checkpoint
+// read back at another precision): the kernels' own quant8.h functions over a flat CPU float32 tensor.
+std::tuple<at::Tensor, at::Tensor> quantize_blockwise(const at::Tensor& values, bool is_signed) {
+  TORCH_CHECK(values.device().is_cpu() && values.scalar_type() == at::kFloat && values.is_contiguous(),
+              "lrfused: quantize_blockwise takes a contiguous float32 CPU tensor");
+  const int64_t n = values.numel();
+  at::Tensor codes = at::empty(values.sizes(), values.options().dtype(at::kByte));
+  at::Tensor absmax = at::empty({quant8::num_blocks(n)}, values.options());
+  const float* in = values.const_data_ptr<float>();
+  uint8_t* out = codes.mutable_data_ptr<uint8_t>();
+  float* scales = absmax.mutable_data_ptr<float>();
+  const float* map = quant8::kMaps.map[is_signed ? quant8::SIGNED : quant8::UNSIGNED];
+  for (int64_t first = 0; first < n; first += quant8::kQuantBlock) {
+    const int64_t len = std::min<int64_t>(quant8::kQuantBlock, n - first);
+    scales[first / quant8::kQuantBlock] = quant8::quantize_block(in + first, len, map, out + first);
+  }
+  return {codes, absmax};
+}
+
+at::Tensor dequantize_blockwise(const at::Tensor& codes, const at::Tensor& absmax, bool is_signed) {
+  TORCH_CHECK(codes.device().is_cpu() && codes.scalar_type() == at::kByte && codes.is_contiguous() &&
+                  absmax.device().is_cpu() && absmax.scalar_type() == at::kFloat && absmax.is_contiguous() &&
+                  absmax.numel() == quant8::num_blocks(codes.numel()),
+              "lrfused: dequantize_blockwise takes contiguous CPU uint8 codes and float32 absmax (one per block)");
+  at::Tensor values = at::empty(codes.sizes(), absmax.options());
+  const uint8_t* in = codes.const_data_ptr<uint8_t>();
+  const float* scales = absmax.const_data_ptr<float>();
+  float* out = values.mutable_data_ptr<float>();
+  const float* map = quant8::kMaps.map[is_signed ? quant8::SIGNED : quant8::UNSIGNED];
+  for (int64_t i = 0; i < codes.numel(); ++i) out[i] = quant8::dequantize(map, in[i], scales[i / quant8::kQuantBlock]);
+  return values;
+}
+
 }  // namespace
 
 void bind_plan(pybind11::module& module) {
+  module.def("quantize_blockwise", &quantize_blockwise, pybind11::arg("values"), pybind11::arg("signed"),
+             "(codes, absmax): 8-bit block quantization of a flat float32 CPU tensor (csrc/quant8.h).");
+  module.def("dequantize_blockwise", &dequantize_blockwise, pybind11::arg("codes"), pybind11::arg("absmax"),
+             pybind11::arg("signed"), "float32 values of 8-bit codes and their block absmax (csrc/quant8.h).");
   module.def("built_with_cuda", []() {
 #ifdef LRFUSED_WITH_CUDA
     return true;

@@ -8,6 +8,7 @@
 #include <unordered_map>
 
 #include "op_signatures.h"
+#include "quant8.h"
 #include "schedule.h"
 
 namespace lrfused {
@@ -18,6 +19,7 @@ DType kernel_dtype(at::ScalarType t, const char* what) {
     case at::kDouble: return DType::F64;
     case at::kBFloat16: return DType::BF16;
     case at::kHalf: return DType::F16;
+    case at::kByte: return DType::Q8;  // 8-bit block-quantized state (check_dtype_pair: a state dtype only)
     default:
       TORCH_CHECK_TYPE(false, "lrfused: ", what, " must be float32, float64, bfloat16 or float16, got ", t);
   }
@@ -27,7 +29,8 @@ void check_dtype_pair(at::ScalarType param_type, at::ScalarType state_type) {
   const DType p = kernel_dtype(param_type, "params");
   const DType s = kernel_dtype(state_type, "state");
   TORCH_CHECK(supported_dtype_pair(p, s), "lrfused: ", param_type, " params cannot have ", state_type,
-              " state (supported: the param dtype; float32 for float16/bfloat16 params; bfloat16 for float32)");
+              " state (supported: the param dtype; float32 for float16/bfloat16 params; bfloat16 for float32; "
+              "8-bit (uint8 codes) for float32/bfloat16/float16)");
 }
 
 at::Tensor real_view(const at::Tensor& t) { return t.is_complex() ? at::view_as_real(t) : t; }
@@ -194,7 +197,8 @@ void check_master(const at::Tensor& p, const at::Tensor& master, size_t i) {
 
 StepRequest check_step_request(GroupStep group, at::TensorList params, at::TensorList grads, at::TensorList state1,
                                at::TensorList state2, at::TensorList state3, at::TensorList steps,
-                               at::TensorList master_params, at::IntArrayRef sr_streams) {
+                               at::TensorList master_params, at::IntArrayRef sr_streams, at::TensorList absmax1,
+                               at::TensorList absmax2) {
   check_group_step(group);
   StepRequest r;
   const c10::Device device = group.sched_state.device();
@@ -230,10 +234,24 @@ StepRequest check_step_request(GroupStep group, at::TensorList params, at::Tenso
   r.steps = steps;
   r.masters = master_params;
   r.sr_streams = sr_streams;
+  r.absmax[0] = absmax1;
+  r.absmax[1] = absmax2;
   r.write_grads = group.grad_scale.has_value();
   r.param_type = n > 0 ? real_view(params[0]).scalar_type() : at::kFloat;
   r.state_type = !r.state[0].empty() ? real_view(r.state[0][0]).scalar_type() : r.param_type;
   if (n > 0) check_dtype_pair(r.param_type, r.state_type);
+  // 8-bit state: Adam's two moments (amsgrad is not supported with it), SGD's momentum buffers.
+  const bool quantized = n > 0 && r.state_type == at::kByte;
+  TORCH_CHECK(!quantized || !amsgrad, "lrfused: 8-bit state does not support amsgrad");
+  static const char* const kAbsmaxNames[2][2] = {{"momentum_buffer_absmax", "(none)"},
+                                                 {"exp_avg_absmax", "exp_avg_sq_absmax"}};
+  const at::TensorList absmax[2] = {absmax1, absmax2};
+  for (int j = 0; j < 2; ++j) {
+    const size_t want = quantized && !r.state[j].empty() ? n : 0;
+    TORCH_CHECK(absmax[j].size() == want, "lrfused: ", kAbsmaxNames[adam][j], " must have ",
+                want == 0 ? "no tensors (the state is not 8-bit)" : "one tensor per param", ", got ",
+                absmax[j].size());
+  }
   for (size_t i = 0; i < n; ++i) {
     const at::Tensor& p = params[i];
     TORCH_CHECK(p.defined(), "lrfused: params[", i, "] is undefined");
@@ -243,6 +261,16 @@ StepRequest check_step_request(GroupStep group, at::TensorList params, at::Tenso
                 " but params[0] is ", params[0].scalar_type(), " (one dtype per call)");
     check_grad(p, grads[i], r.write_grads);
     if (!master_params.empty()) check_master(p, master_params[i], i);
+    for (int j = 0; j < 2; ++j) {
+      if (absmax[j].empty()) continue;
+      const at::Tensor& a = absmax[j][i];
+      const int64_t blocks = quant8::num_blocks(p.numel());
+      TORCH_CHECK(!p.is_complex(), "lrfused: 8-bit state is for real parameters, params[", i, "] is complex");
+      TORCH_CHECK(a.defined() && a.scalar_type() == at::kFloat && a.dim() == 1 && a.is_contiguous() &&
+                      a.numel() == blocks && a.device() == device,
+                  "lrfused: ", kAbsmaxNames[adam][j], "[", i, "] must be a contiguous float32 tensor of ", blocks,
+                  " values (one per ", quant8::kQuantBlock, " elements) on ", device);
+    }
     const at::Tensor& st = steps[i];
     TORCH_CHECK(st.defined() && st.scalar_type() == at::kFloat && st.numel() == 1 && st.device() == device,
                 "lrfused: steps[", i, "] must be a 1-element float32 tensor on ", device);
@@ -290,8 +318,11 @@ FlatParam flat_param(const at::Tensor& param, const at::Tensor& grad, const at::
 FlatParam flat_param(const StepRequest& r, size_t i, Staging& staging) {
   const at::Tensor* state[3];
   for (int j = 0; j < 3; ++j) state[j] = r.state[j].empty() ? nullptr : &r.state[j][i];
-  return flat_param(r.params[i], r.grads[i], state, r.masters.empty() ? nullptr : &r.masters[i], r.write_grads,
-                    staging);
+  FlatParam f = flat_param(r.params[i], r.grads[i], state, r.masters.empty() ? nullptr : &r.masters[i],
+                           r.write_grads, staging);
+  for (int j = 0; j < 2; ++j)
+    if (!r.absmax[j].empty()) f.absmax[j] = r.absmax[j][i];
+  return f;
 }
 
 namespace {
@@ -338,7 +369,7 @@ GroupStep adam_group_step(const at::Tensor& sched_state, const at::Tensor& progr
 
 void call_step_op(const GroupStep& g, at::TensorList params, at::TensorList grads, at::TensorList state1,
                   at::TensorList state2, at::TensorList state3, at::TensorList steps, at::TensorList master_params,
-                  at::IntArrayRef sr_streams) {
+                  at::IntArrayRef sr_streams, at::TensorList absmax1, at::TensorList absmax2) {
   const double* h = g.hyper.data();
   const bool maximize = (g.flags & FLAG_MAXIMIZE) != 0;
   const bool stochastic = (g.flags & FLAG_STOCHASTIC_ROUNDING) != 0;
@@ -347,13 +378,13 @@ void call_step_op(const GroupStep& g, at::TensorList params, at::TensorList grad
     LRF_OP(fused_sgd_).call(params, grads, state1, steps, g.sched_state, g.program, g.group_index, h[HYPER_LR],
                             h[HYPER_MOMENTUM_BETA1], h[HYPER_DAMPENING_BETA2], h[HYPER_WEIGHT_DECAY],
                             (g.flags & FLAG_NESTEROV) != 0, maximize, g.grad_scale, g.found_inf, g.grad_factor,
-                            master_params, stochastic, seed, sr_streams);
+                            master_params, stochastic, seed, sr_streams, absmax1);
   } else {
     LRF_OP(fused_adam_).call(params, grads, state1, state2, state3, steps, g.sched_state, g.program, g.group_index,
                              h[HYPER_LR], h[HYPER_MOMENTUM_BETA1], h[HYPER_DAMPENING_BETA2], h[HYPER_EPS],
                              h[HYPER_WEIGHT_DECAY], (g.flags & FLAG_AMSGRAD) != 0, maximize,
                              (g.flags & FLAG_DECOUPLED_WD) != 0, g.grad_scale, g.found_inf, g.grad_factor,
-                             master_params, stochastic, seed, sr_streams);
+                             master_params, stochastic, seed, sr_streams, absmax1, absmax2);
   }
 }
 

@@ -40,6 +40,7 @@ struct StepRequest {
   at::TensorList params, grads, steps;
   at::TensorList state[3];
   at::TensorList masters;         // empty, or an fp32 master per (16-bit) parameter
+  at::TensorList absmax[2];       // 8-bit state (state_type kByte): the per-block absmax of state[0] / state[1]
   at::IntArrayRef sr_streams;     // empty, or each parameter's stochastic-rounding stream (with the flag)
   at::ScalarType param_type = at::kFloat;  // of the real views (complex tensors are walked as real pairs)
   at::ScalarType state_type = at::kFloat;
@@ -103,7 +104,8 @@ void check_grad(const at::Tensor& param, const at::Tensor& grad, bool write_grad
 // Checks every argument of a step (before anything is written) and returns the request.
 StepRequest check_step_request(GroupStep group, at::TensorList params, at::TensorList grads, at::TensorList state1,
                                at::TensorList state2, at::TensorList state3, at::TensorList steps,
-                               at::TensorList master_params, at::IntArrayRef sr_streams);
+                               at::TensorList master_params, at::IntArrayRef sr_streams, at::TensorList absmax1,
+                               at::TensorList absmax2);
 
 // Raises unless `master` can be the fp32 master copy of the 16-bit parameter `param` (named params[i]).
 void check_master(const at::Tensor& param, const at::Tensor& master, size_t i);
@@ -126,6 +128,7 @@ struct Staging {
 struct FlatParam {
   at::Tensor param, grad, state[3];  // state[j] undefined when the slot is unused
   at::Tensor master;                 // undefined without a master copy
+  at::Tensor absmax[2];              // 8-bit state's block scales (contiguous, checked), else undefined
 };
 FlatParam flat_param(const at::Tensor& param, const at::Tensor& grad, const at::Tensor* const state[3],
                      const at::Tensor* master, bool write_grad, Staging& staging);
@@ -150,7 +153,7 @@ GroupStep adam_group_step(const at::Tensor& sched_state, const at::Tensor& progr
 // group's hyperparameters and flags as the op's named arguments: how C++ reaches another backend's kernel.
 void call_step_op(const GroupStep& group, at::TensorList params, at::TensorList grads, at::TensorList state1,
                   at::TensorList state2, at::TensorList state3, at::TensorList steps, at::TensorList master_params,
-                  at::IntArrayRef sr_streams);
+                  at::IntArrayRef sr_streams, at::TensorList absmax1, at::TensorList absmax2);
 
 template <StepRunner Run>
 void fused_sgd_kernel(at::TensorList params, at::TensorList grads, at::TensorList momentum_buffers,
@@ -159,11 +162,12 @@ void fused_sgd_kernel(at::TensorList params, at::TensorList grads, at::TensorLis
                       bool nesterov, bool maximize, const std::optional<at::Tensor>& grad_scale,
                       const std::optional<at::Tensor>& found_inf, const std::optional<at::Tensor>& grad_factor,
                       at::TensorList master_params, bool stochastic_rounding, int64_t sr_seed,
-                      at::IntArrayRef sr_streams) {
+                      at::IntArrayRef sr_streams, at::TensorList momentum_buffer_absmax) {
   Run(check_step_request(sgd_group_step(sched_state, program, group_index, base_lr, momentum, dampening,
                                         weight_decay, nesterov, maximize, grad_scale, found_inf, grad_factor,
                                         stochastic_rounding, sr_seed),
-                         params, grads, momentum_buffers, {}, {}, steps, master_params, sr_streams));
+                         params, grads, momentum_buffers, {}, {}, steps, master_params, sr_streams,
+                         momentum_buffer_absmax, {}));
 }
 
 template <StepRunner Run>
@@ -174,11 +178,12 @@ void fused_adam_kernel(at::TensorList params, at::TensorList grads, at::TensorLi
                        bool decoupled_weight_decay, const std::optional<at::Tensor>& grad_scale,
                        const std::optional<at::Tensor>& found_inf, const std::optional<at::Tensor>& grad_factor,
                        at::TensorList master_params, bool stochastic_rounding, int64_t sr_seed,
-                       at::IntArrayRef sr_streams) {
+                       at::IntArrayRef sr_streams, at::TensorList exp_avg_absmax, at::TensorList exp_avg_sq_absmax) {
   Run(check_step_request(adam_group_step(sched_state, program, group_index, base_lr, beta1, beta2, eps, weight_decay,
                                          amsgrad, maximize, decoupled_weight_decay, grad_scale, found_inf,
                                          grad_factor, stochastic_rounding, sr_seed),
-                         params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, master_params, sr_streams));
+                         params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, master_params, sr_streams,
+                         exp_avg_absmax, exp_avg_sq_absmax));
 }
 
 }  // namespace lrfused

@@ -3,6 +3,7 @@
     python examples/train_gpt.py                      # 4 layers, d=256 (~3.2M params), 300 steps, CPU
     python examples/train_gpt.py --device cuda --steps 2000
     python examples/train_gpt.py --quick --compare-torch
+    python examples/train_gpt.py --compare-memory --plot benchmarks/results/memory-loss-curves.png
 
 --compare-torch trains the same model from the same seed on the same batches with torch.optim.AdamW and the
 equivalent torch scheduler (SequentialLR of LinearLR and CosineAnnealingLR, stepped after every
@@ -11,6 +12,12 @@ applied are identical; the updates differ from torch's at the fp32 rounding leve
 fused=True AdamW does. With the default 4-layer model those ulp differences stay ~1e-6 in the loss for
 the first dozen steps and are then amplified by the high-lr phase to ~1e-3 (measured on CPU, 30 steps:
 lrfused vs torch 7.8e-3, torch fused=True vs torch single-tensor 4.3e-3); --quick stays below 1e-5.
+
+--compare-memory trains, on the same batches and schedule, the memory options of issue 15 next to 32-bit
+AdamW state: lrfused's optim_bits=8 (and torchao's AdamW8bit, when torchao is installed), and a bfloat16 copy
+of the model with lrfused's stochastic_rounding=True, master_weights=True and plain bfloat16 (and torchao's
+_AdamW(bf16_stochastic_round=True)); it reports each run's final loss and bytes of optimizer state per
+parameter, and --plot draws the loss curves.
 
 The text is embedded below (public domain: Lincoln's Gettysburg Address and Shakespeare's sonnets 18 and
 116), tokenised one character per token.
@@ -234,6 +241,9 @@ def parse_args(argv=None):
     ap.add_argument("--quick", action="store_true", help="a tiny model and 40 steps: a smoke test in seconds")
     ap.add_argument("--compare-torch", action="store_true",
                     help="also train with torch.optim.AdamW + the torch scheduler and compare")
+    ap.add_argument("--compare-memory", action="store_true",
+                    help="also train with 8-bit state, and a bf16 model with stochastic rounding / master weights")
+    ap.add_argument("--plot", default=None, help="with --compare-memory: write the loss curves to this PNG")
     args = ap.parse_args(argv)
     if args.quick:
         args.layers, args.d_model, args.heads, args.context, args.batch = 2, 64, 2, 32, 8
@@ -241,6 +251,71 @@ def parse_args(argv=None):
     if args.steps < 2:
         ap.error("--steps must be at least 2")
     return args
+
+
+def torch_schedule(opt, args, warmup):
+    """torch's equivalent of build_schedule, for optimizers without lrfused's fused schedule."""
+    L = torch.optim.lr_scheduler
+    return L.SequentialLR(opt, [L.LinearLR(opt, start_factor=1e-2, end_factor=1.0, total_iters=warmup),
+                                L.CosineAnnealingLR(opt, T_max=args.steps - warmup, eta_min=args.lr * 0.1)],
+                          milestones=[warmup])
+
+
+def state_bytes_per_param(opt, n_params: int) -> float:
+    """Bytes of optimizer state per parameter (step counters excluded; 8-bit state counts codes and scales)."""
+    total = 0
+    for state in opt.state.values():
+        for key, value in state.items():
+            if key == "step" or not isinstance(value, torch.Tensor):
+                continue
+            inner = [getattr(value, name) for name in ("codes", "scale", "qmap") if hasattr(value, name)]
+            total += sum(t.numel() * t.element_size() for t in (inner or [value]))
+    return total / n_params
+
+
+def memory_runs(model, args, warmup, schedule, device):
+    """The memory options (and torchao's, when installed) as Runs on copies of `model`."""
+    kw = dict(lr=args.lr, betas=(0.9, 0.95))
+    runs = []
+
+    def add(label, dtype, make, scheduled_by_torch=False):
+        copy_ = copy.deepcopy(model).to(dtype)
+        opt = make(param_groups(copy_, args.weight_decay))
+        runs.append(Run(label, copy_, opt, torch_schedule(opt, args, warmup) if scheduled_by_torch else None))
+
+    add("lrfused 8-bit", torch.float32, lambda g: lrfused.AdamW(g, schedule=schedule, optim_bits=8, **kw))
+    add("lrfused bf16 + stochastic rounding", torch.bfloat16,
+        lambda g: lrfused.AdamW(g, schedule=schedule, stochastic_rounding=True, stochastic_rounding_seed=args.seed,
+                                **kw))
+    add("lrfused bf16 + fp32 master", torch.bfloat16,
+        lambda g: lrfused.AdamW(g, schedule=schedule, master_weights=True, state_dtype=torch.float32, **kw))
+    add("lrfused bf16 (round to nearest)", torch.bfloat16, lambda g: lrfused.AdamW(g, schedule=schedule, **kw))
+    try:
+        import torchao.optim as ao
+    except ImportError:
+        print("torchao is not installed: its runs are left out")
+        return runs
+    add("torchao AdamW8bit", torch.float32, lambda g: ao.AdamW8bit(g, **kw), scheduled_by_torch=True)
+    add("torchao bf16 + stochastic rounding", torch.bfloat16,
+        lambda g: ao._AdamW(g, bf16_stochastic_round=True, **kw), scheduled_by_torch=True)
+    return runs
+
+
+def plot_losses(runs, path: str, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for run in runs:
+        ax.plot(run.losses, label=run.label, linewidth=1.0, linestyle="--" if "torchao" in run.label else "-")
+    ax.set_xlabel("step")
+    ax.set_ylabel("training loss")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
 
 
 def main(argv=None) -> dict:
@@ -267,12 +342,29 @@ def main(argv=None) -> dict:
                                        L.CosineAnnealingLR(topt, T_max=args.steps - warmup, eta_min=args.lr * 0.1)],
                                 milestones=[warmup])
         runs.append(Run("torch  ", reference, topt, tsched))
-    train(runs, data, args, device)
+    extra = memory_runs(model, args, warmup, schedule, device) if args.compare_memory else []
+    runs[0].label = "lrfused fp32" if args.compare_memory else runs[0].label
+    train(runs + extra, data, args, device)
 
     skip = min(5, args.steps // 4)  # the first steps allocate state and warm caches
     ours = runs[0]
     result = {"losses": ours.losses, "lrs": ours.lrs, "params": n_params,
               "step_ms": ours.median_ms(ours.step_times, skip), "opt_ms": ours.median_ms(ours.opt_times, skip)}
+    if args.compare_memory:
+        result["memory"] = {run.label: {"losses": run.losses, "final_loss": run.losses[-1],
+                                        "state_bytes_per_param": state_bytes_per_param(run.opt, n_params)}
+                            for run in [ours] + extra}
+        tail = max(1, args.steps // 10)  # the mean loss of the last tenth of the steps: less noisy than one step
+        base = statistics.fmean(ours.losses[-tail:])
+        for label, r in result["memory"].items():
+            r["final_mean_loss"] = statistics.fmean(r["losses"][-tail:])
+            print(f"{label:36s} mean loss of the last {tail} steps {r['final_mean_loss']:.4f} "
+                  f"({100 * (r['final_mean_loss'] / base - 1):+.2f}% vs fp32)   state "
+                  f"{r['state_bytes_per_param']:.2f} bytes/param")
+        if args.plot:
+            plot_losses([ours] + extra, args.plot, f"GPT {n_params / 1e6:.2f}M params, {args.steps} steps, "
+                                                     f"AdamW warmup+cosine, lr {args.lr:g}")
+            print(f"loss curves: {args.plot}")
     prompt = tok.encode("Shall I ").to(device)[None]
     print("sample:", repr(tok.decode(model.generate(prompt, 40, args.context)[0])))
     if args.compare_torch:

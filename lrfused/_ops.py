@@ -17,7 +17,7 @@ ops = torch.ops.lrfused
 @torch.library.register_fake("lrfused::fused_sgd_")
 def _fused_sgd_fake(params, grads, momentum_buffers, steps, sched_state, program, group_index, *, base_lr, momentum,
                     dampening, weight_decay, nesterov, maximize, grad_scale=None, found_inf=None, grad_factor=None,
-                    master_params=(), stochastic_rounding=False, sr_seed=0, sr_streams=()):
+                    master_params=(), stochastic_rounding=False, sr_seed=0, sr_streams=(), momentum_buffer_absmax=()):
     return None
 
 
@@ -25,7 +25,7 @@ def _fused_sgd_fake(params, grads, momentum_buffers, steps, sched_state, program
 def _fused_adam_fake(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, sched_state, program, group_index,
                      *, base_lr, beta1, beta2, eps, weight_decay, amsgrad, maximize, decoupled_weight_decay,
                      grad_scale=None, found_inf=None, grad_factor=None, master_params=(), stochastic_rounding=False,
-                     sr_seed=0, sr_streams=()):
+                     sr_seed=0, sr_streams=(), exp_avg_absmax=(), exp_avg_sq_absmax=()):
     return None
 
 

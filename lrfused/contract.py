@@ -37,7 +37,13 @@ FLAG = types.SimpleNamespace(**dict(_TABLES["flags"]))
 HYPER_FIELDS: dict[str, tuple] = {name: tuple(h) for name, h in _TABLES["hypers"].items()}
 DTYPE_PAIRS: frozenset = frozenset((getattr(torch, p), getattr(torch, s)) for p, s in _TABLES["dtype_pairs"])
 PARAM_DTYPES: frozenset = frozenset(p for p, _ in DTYPE_PAIRS)
-STATE_DTYPES: frozenset = frozenset(s for _, s in DTYPE_PAIRS)
+#: optim_bits=8 state: uint8 codes (with a float32 absmax per QUANT_BLOCK elements), not a state_dtype.
+QUANTIZED_STATE_DTYPE = torch.uint8
+STATE_DTYPES: frozenset = frozenset(s for _, s in DTYPE_PAIRS if s != QUANTIZED_STATE_DTYPE)
+QUANT_BLOCK: int = _TABLES["constants"]["quant_block"]
+MIN_QUANT_NUMEL: int = _TABLES["constants"]["min_quant_numel"]
+#: The 8-bit dynamic maps (bitsandbytes' create_dynamic_map), code -> value: "signed" and "unsigned".
+DYNAMIC_MAPS: dict = {name: tuple(v) for name, v in _TABLES["dynamic_maps"].items()}
 CLIP_EPS: float = _TABLES["constants"]["clip_eps"]
 MAX_STACK: int = _TABLES["constants"]["max_stack"]
 PLATEAU_MAX_GROUPS_CUDA: int = _TABLES["constants"]["plateau_max_groups_cuda"]

@@ -285,12 +285,13 @@ def _step_op_call(opt_cls, kw, schedule, device, grad_scale=None, found_inf=None
     if isinstance(opt, lrfused.SGD):
         return (torch.ops.lrfused.fused_sgd_.default, head + (column("momentum_buffer"),) + tail,
                 dict(scalars, momentum=float(group["momentum"]), dampening=float(group["dampening"]),
-                     nesterov=bool(group["nesterov"])))
+                     nesterov=bool(group["nesterov"]), momentum_buffer_absmax=column("momentum_buffer_absmax")))
     beta1, beta2 = group["betas"]
     return (torch.ops.lrfused.fused_adam_.default,
             head + (column("exp_avg"), column("exp_avg_sq"), column("max_exp_avg_sq")) + tail,
             dict(scalars, beta1=float(beta1), beta2=float(beta2), eps=float(group["eps"]),
-                 amsgrad=bool(group["amsgrad"]), decoupled_weight_decay=isinstance(opt, lrfused.AdamW)))
+                 amsgrad=bool(group["amsgrad"]), decoupled_weight_decay=isinstance(opt, lrfused.AdamW),
+                 exp_avg_absmax=column("exp_avg_absmax"), exp_avg_sq_absmax=column("exp_avg_sq_absmax")))
 
 
 OPCHECK_CASES = [

@@ -82,7 +82,8 @@ def test_malformed_program_refused_by_fused_step_with_nothing_changed():
     program = torch.tensor(_raw("STEP", {"step_size": 0, "gamma": 0.5}), dtype=torch.float64)
     with pytest.raises(RuntimeError, match="invalid schedule program"):
         ops.fused_sgd_([p], [g], [buf], [step], sched_state, program, 0, base_lr=0.1, momentum=0.9,
-                       dampening=0.0, weight_decay=0.0, nesterov=False, maximize=False, master_params=[])
+                       dampening=0.0, weight_decay=0.0, nesterov=False, maximize=False, master_params=[],
+                       momentum_buffer_absmax=[])
     for t, b in zip((p, g, step, buf, sched_state), before):
         assert torch.equal(t, b)
 
@@ -126,7 +127,7 @@ def test_fused_step_without_tensors_records_the_applied_lr():
     sched_state[layout.STEP] = 5  # k
     ops.fused_adam_([], [], [], [], [], [], sched_state, _program(schedule), 0, base_lr=0.1, beta1=0.9, beta2=0.999,
                     eps=1e-8, weight_decay=0.0, amsgrad=False, maximize=False, decoupled_weight_decay=True,
-                    master_params=[])
+                    master_params=[], exp_avg_absmax=[], exp_avg_sq_absmax=[])
     assert sched_state[layout.slot("last_lr", 0)].item() == schedule.lr_at(5, 0.1)
     assert sched_state[layout.slot("next_lr", 0)].item() == schedule.lr_at(6, 0.1)
 
@@ -335,7 +336,8 @@ def test_every_op_checks_sched_state_alike_before_writing():
         lambda: ops.plateau_report_(bad, torch.tensor(1.0, dtype=torch.float64),
                                     S.ReduceLROnPlateau().plateau_config(1), 1),
         lambda: ops.fused_sgd_([], [], [], [], bad, program, 0, base_lr=0.1, momentum=0.0, dampening=0.0,
-                               weight_decay=0.0, nesterov=False, maximize=False, master_params=[]),
+                               weight_decay=0.0, nesterov=False, maximize=False, master_params=[],
+                       momentum_buffer_absmax=[]),
     ]
     for call in calls:
         with pytest.raises(RuntimeError, match="sched_state"):

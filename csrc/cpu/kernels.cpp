@@ -11,6 +11,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "quant8.h"
 #include "update_math.h"
 
 namespace lrfused {

@@ -24,6 +24,8 @@ struct TensorRef {
   int64_t numel;
   float* master;
   uint64_t sr_stream;
+  float* s1_absmax;  // 8-bit state (Q8): the float32 absmax of each block of s1 / s2, else null
+  float* s2_absmax;
 };
 
 struct StepConfig {

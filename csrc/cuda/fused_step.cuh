@@ -6,6 +6,7 @@
 // through math::sgd_update / math::adam_update.
 #pragma once
 #include "cuda/multi_tensor_apply.cuh"
+#include "quant8.h"
 #include "update_math.h"
 
 namespace lrfused {
@@ -25,16 +26,21 @@ struct StepHeader {
   uint64_t sr_seed;
 };
 
-// EXTRAS: the launch has master copies or rounds stochastically; its table then carries a master column
-// (fptr[1]) and each tensor's stochastic-rounding stream (u64[0]). Instantiated for the 16-bit dtype
-// pairs only, so other launches keep the larger table and the plain kernel.
+// EXTRAS: the launch has master copies, rounds stochastically or has 8-bit state; its table then carries
+// a master column (fptr[1]), the 8-bit states' absmax columns (fptr[2], fptr[3]) and each tensor's
+// stochastic-rounding stream (u64[0]). Instantiated for the 16-bit and 8-bit dtype pairs only, so other
+// launches keep the larger table and the plain kernel.
 template <int NPTR, bool LARGE, bool EXTRAS>
 struct StepArgs {
-  using Table = TensorTable<NPTR, EXTRAS ? 2 : 1, ParamLimit<LARGE>::bytes - static_cast<int>(sizeof(StepHeader)) - 64,
+  using Table = TensorTable<NPTR, EXTRAS ? 4 : 1, ParamLimit<LARGE>::bytes - static_cast<int>(sizeof(StepHeader)) - 64,
                             MaxBlocks<LARGE>::value, EXTRAS ? 1 : 0>;
   StepHeader h;
-  Table t;  // ptr[0] params, ptr[1] grads, ptr[2..] states; fptr[0] step counters, fptr[1] masters
+  Table t;  // ptr[0] params, ptr[1] grads, ptr[2..] states; fptr[0] step counters, fptr[1] masters, fptr[2..3] absmax
 };
+
+// The 8-bit dynamic maps (quant8.h), one copy per translation unit; the kernel stages them in shared memory
+// (codes index them divergently, which constant memory serializes).
+static __constant__ quant8::DynamicMaps kDeviceMaps = quant8::detail::make_maps();
 
 // Policies: NSTATE state columns, per-block scalars, and the element update (always update_math.h).
 template <bool NESTEROV>
@@ -151,6 +157,7 @@ fused_step_kernel(const StepArgs<2 + Pol::kStates, LARGE, EXTRAS> args) {
   S* st[K];
   bool has_st[K];
   bool aligned = aligned16(p) && aligned16(g) && (master == nullptr || aligned16(master));
+
 #pragma unroll
   for (int j = 0; j < K; ++j) {
     S* base = static_cast<S*>(args.t.ptr[2 + j][slot]);
@@ -169,6 +176,64 @@ fused_step_kernel(const StepArgs<2 + Pol::kStates, LARGE, EXTRAS> args) {
     Pol::apply(b, pc, ge, sc);
   };
 
+  if constexpr (std::is_same<S, uint8_t>::value) {
+    // 8-bit state: a warp per quantization block of 256 elements (chunks start on block boundaries):
+    // dequantize, update, reduce the block's new absmax across the warp, requantize.
+    static_assert(kChunkSize % quant8::kQuantBlock == 0, "chunks hold whole quantization blocks");
+    constexpr int kPer = quant8::kQuantBlock / 32;
+    constexpr int kWarps = kBlockThreads / 32;
+    __shared__ float s_map[2][256];
+    for (int i = threadIdx.x; i < 512; i += blockDim.x) s_map[i / 256][i % 256] = kDeviceMaps.map[i / 256][i % 256];
+    __syncthreads();
+    const int warp = static_cast<int>(threadIdx.x) / 32, lane = static_cast<int>(threadIdx.x) % 32;
+    float* absmax[2] = {args.t.fptr[2][slot], args.t.fptr[3][slot]};
+    uint8_t* codes[K];
+#pragma unroll
+    for (int j = 0; j < K; ++j) codes[j] = reinterpret_cast<uint8_t*>(st[j]);
+    for (int base = warp * quant8::kQuantBlock; base < len; base += kWarps * quant8::kQuantBlock) {
+      const int64_t block = (start + base) / quant8::kQuantBlock;
+      float scale[K], running[K];
+#pragma unroll
+      for (int j = 0; j < K; ++j) {
+        scale[j] = has_st[j] ? absmax[j][block] : 0.0f;
+        running[j] = 0.0f;
+      }
+      C values[K][kPer];
+#pragma unroll
+      for (int e = 0; e < kPer; ++e) {
+        const int i = base + lane + 32 * e;
+        if (i >= len) continue;
+        C pc = master != nullptr ? static_cast<C>(master[i]) : to_compute(p[i]);
+        C gc = to_compute(g[i]);
+        C sc[K];
+#pragma unroll
+        for (int j = 0; j < K; ++j) sc[j] = has_st[j] ? quant8::dequantize(s_map[j == 0 ? 0 : 1], codes[j][i], scale[j]) : C(0);
+        update(pc, gc, sc);
+        if (master != nullptr) master[i] = static_cast<float>(pc);
+        p[i] = store_value<T>(pc, stochastic && master == nullptr, key[0], start + i);
+        if (unscale) g[i] = Store<T>::from(gc);
+#pragma unroll
+        for (int j = 0; j < K; ++j) {
+          values[j][e] = sc[j];
+          running[j] = quant8::block_absmax_step(running[j], sc[j]);
+        }
+      }
+#pragma unroll
+      for (int j = 0; j < K; ++j) {
+        if (!has_st[j]) continue;
+        for (int offset = 16; offset > 0; offset /= 2)
+          running[j] = quant8::block_absmax_step(running[j], __shfl_xor_sync(0xFFFFFFFFu, running[j], offset));
+        const float a = quant8::finish_absmax(running[j]);
+        if (lane == 0) absmax[j][block] = a;
+#pragma unroll
+        for (int e = 0; e < kPer; ++e) {
+          const int i = base + lane + 32 * e;
+          if (i < len) codes[j][i] = quant8::quantize(s_map[j == 0 ? 0 : 1], values[j][e] / a);
+        }
+      }
+    }
+    return;
+  } else {
   int done = 0;
   if (aligned) {
     const int len_vec = len - len % ILP;
@@ -231,6 +296,7 @@ fused_step_kernel(const StepArgs<2 + Pol::kStates, LARGE, EXTRAS> args) {
     for (int j = 0; j < K; ++j)
       if (has_st[j]) st[j][i] = store_value<S>(sc[j], stochastic, key[1 + j], index);
   }
+  }  // not 8-bit
 }
 
 // Fills the argument tables batch by batch (plan_chunks.h) and launches the update kernel for each.
@@ -256,6 +322,8 @@ const char* launch_update_batches(const FusedStepLaunch& a, cudaStream_t stream)
       args.t.fptr[0][slot] = a.steps[i];
       if constexpr (EXTRAS) {
         args.t.fptr[1][slot] = a.masters != nullptr ? a.masters[i] : nullptr;
+        args.t.fptr[2][slot] = a.absmax1 != nullptr ? a.absmax1[i] : nullptr;
+        args.t.fptr[3][slot] = a.absmax2 != nullptr ? a.absmax2[i] : nullptr;
         args.t.u64[0][slot] = a.sr_streams != nullptr ? static_cast<uint64_t>(a.sr_streams[i]) : 0;
       }
       args.t.numel[slot] = a.numels[i];
@@ -310,6 +378,15 @@ const char* dispatch_dtypes(const FusedStepLaunch& a, cudaStream_t stream) {
   if (p == F::BF16 && s == F::BF16) return launch_16bit<Pol, __nv_bfloat16, __nv_bfloat16, LARGE>(a, stream);
   if (p == F::BF16 && s == F::F32) return launch_16bit<Pol, __nv_bfloat16, float, LARGE>(a, stream);
   if (p == F::F64 && s == F::F64) return launch_update_batches<Pol, double, double, LARGE, false>(a, stream);
+  if (s == F::Q8) {
+    if constexpr (Pol::kStates <= 2) {  // amsgrad's third state is refused with 8-bit state (the glue checks)
+      if (p == F::F32) return launch_update_batches<Pol, float, uint8_t, LARGE, true>(a, stream);
+      if (p == F::BF16) return launch_update_batches<Pol, __nv_bfloat16, uint8_t, LARGE, true>(a, stream);
+      if (p == F::F16) return launch_update_batches<Pol, __half, uint8_t, LARGE, true>(a, stream);
+    } else {
+      return "lrfused: 8-bit state does not support amsgrad";
+    }
+  }
   return "lrfused: unsupported (param dtype, state dtype) combination";
 }
 

@@ -44,6 +44,10 @@ struct FusedStepLaunch {
   float* const* masters = nullptr;     // per tensor: the fp32 master of a 16-bit parameter; nullptr: none
   const int64_t* sr_streams = nullptr; // per tensor, with FLAG_STOCHASTIC_ROUNDING: its stream (math::sr_key)
   uint64_t sr_seed = 0;
+  // 8-bit state (state_dtype Q8: the state arrays hold uint8 codes): per tensor, the float32 absmax of each
+  // quant8::kQuantBlock elements of state1 / state2 (nullptr for a list that is not given).
+  float* const* absmax1 = nullptr;
+  float* const* absmax2 = nullptr;
 };
 
 // Launches the one-thread schedule kernel (the lr of this step goes to the group's REGION_LAST_LR

@@ -18,6 +18,8 @@ class Adam(_FusedOptimizer):
     _MOMENTUM_HYPER = "beta1"  # what CyclicLR / OneCycleLR cycle
     _FLAG_KEYS = {"amsgrad": "amsgrad", "maximize": "maximize", "decoupled_weight_decay": "decoupled_weight_decay",
                   "stochastic_rounding": "stochastic_rounding"}
+    _QUANTIZED_KEYS = {"exp_avg": "signed", "exp_avg_sq": "unsigned"}
+    _ABSMAX_ARGS = ("exp_avg_absmax", "exp_avg_sq_absmax")
     _GROUP_KEYS = ("lr", "betas", "eps", "weight_decay", "amsgrad")  # what a loaded group must have
 
     def __init__(self, params, lr: float | torch.Tensor = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8,
@@ -26,11 +28,11 @@ class Adam(_FusedOptimizer):
                  fused: bool | None = None, decoupled_weight_decay: bool = False, schedule=None,
                  state_dtype: torch.dtype | None = None, max_grad_norm: float | None = None,
                  hyper_schedules: dict | None = None, stochastic_rounding: bool = False, master_weights: bool = False,
-                 stochastic_rounding_seed: int | None = None):
+                 stochastic_rounding_seed: int | None = None, optim_bits: int = 32):
         defaults = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad, maximize=maximize,
                         foreach=foreach, capturable=capturable, differentiable=differentiable, fused=fused,
                         decoupled_weight_decay=bool(decoupled_weight_decay), hyper_schedules=hyper_schedules,
-                        stochastic_rounding=stochastic_rounding, master_weights=master_weights)
+                        stochastic_rounding=stochastic_rounding, master_weights=master_weights, optim_bits=optim_bits)
         super().__init__(params, defaults, schedule, state_dtype, max_grad_norm, stochastic_rounding_seed)
 
     @staticmethod
@@ -57,7 +59,7 @@ class Adam(_FusedOptimizer):
         return ("exp_avg", "exp_avg_sq", "max_exp_avg_sq") if group["amsgrad"] else ("exp_avg", "exp_avg_sq")
 
     def _allowed_state_keys(self) -> tuple:
-        return ("step", "exp_avg", "exp_avg_sq", "max_exp_avg_sq", MASTER_KEY)
+        return ("step", "exp_avg", "exp_avg_sq", "max_exp_avg_sq", MASTER_KEY, "exp_avg_absmax", "exp_avg_sq_absmax")
 
     def _set_momentum(self, group, value) -> None:
         group["betas"] = (value, group["betas"][1])
@@ -93,13 +95,13 @@ class AdamW(Adam):
                  fused: bool | None = None, schedule=None, state_dtype: torch.dtype | None = None,
                  max_grad_norm: float | None = None, hyper_schedules: dict | None = None,
                  stochastic_rounding: bool = False, master_weights: bool = False,
-                 stochastic_rounding_seed: int | None = None):
+                 stochastic_rounding_seed: int | None = None, optim_bits: int = 32):
         super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
                          foreach=foreach, maximize=maximize, capturable=capturable, differentiable=differentiable,
                          fused=fused, decoupled_weight_decay=True, schedule=schedule, state_dtype=state_dtype,
                          max_grad_norm=max_grad_norm, hyper_schedules=hyper_schedules,
                          stochastic_rounding=stochastic_rounding, master_weights=master_weights,
-                         stochastic_rounding_seed=stochastic_rounding_seed)
+                         stochastic_rounding_seed=stochastic_rounding_seed, optim_bits=optim_bits)
 
     def _check_loaded_group_meaning(self, i: int, saved: dict) -> None:
         if saved.get("decoupled_weight_decay", True) is False:

@@ -10,6 +10,7 @@ import torch
 from .. import contract
 from .. import schedules as _schedules
 from .._ops import _C as _ops_C
+from . import quantized as _quant
 from .checkpoint import CheckpointMixin
 from .checks import (MASTER_KEY, _check_no_shared_memory, _check_torch_keywords, _is_dtensor, _is_number, _real_dtype,
                      _rounds_stochastically, _takes_master)
@@ -19,7 +20,7 @@ from .step import StepMixin
 
 
 # Group keys of the memory options (every family's keywords).
-_MEMORY_OPTIONS = ("stochastic_rounding", "master_weights")
+_MEMORY_OPTIONS = ("stochastic_rounding", "master_weights", "optim_bits")
 
 
 class _FusedOptimizer(StepMixin, ScheduleStateMixin, CheckpointMixin, torch.optim.Optimizer):
@@ -29,6 +30,8 @@ class _FusedOptimizer(StepMixin, ScheduleStateMixin, CheckpointMixin, torch.opti
 
     _FAMILY = ""
     _FLAG_KEYS: dict = {}  # group key -> the contract's flag name
+    _QUANTIZED_KEYS: dict = {}  # state key -> "signed" / "unsigned": what optim_bits=8 stores in 8 bits
+    _ABSMAX_ARGS: tuple = ()  # the family op's argument names of those keys' block scales
     _FLAG_DEFAULTS: dict = {}  # group key -> its value when a group (an older checkpoint's) lacks it
     plan_builds = 0  # how many times the eager launch plan was built (a diagnostic)
     _MOMENTUM_HYPER = ""  # the hyperparameter a momentum-cycling schedule sets
@@ -200,6 +203,11 @@ class _FusedOptimizer(StepMixin, ScheduleStateMixin, CheckpointMixin, torch.opti
                 _takes_master(p) for p, g in params if g.get("master_weights")):
             raise ValueError("lrfused: master_weights=True applies to bfloat16 and float16 parameters, and there "
                              "are none among the parameters it was asked for")
+        if any(g.get("optim_bits", 32) == 8 for g in groups) and not any(
+                _quant.quantizes(p, g) for p, g in params if g.get("optim_bits", 32) == 8):
+            raise ValueError(f"lrfused: optim_bits=8 applies to float32, bfloat16 and float16 parameters of at least "
+                             f"{contract.MIN_QUANT_NUMEL} elements (smaller ones keep full-precision state), and there "
+                             f"are none among the parameters it was asked for")
         if any(g.get("stochastic_rounding") for g in groups) and not any(
                 _rounds_stochastically(p, self._state_dtype_for(p), bool(g.get("master_weights")) and _takes_master(p))
                 for p, g in params if g.get("stochastic_rounding")):
@@ -208,9 +216,15 @@ class _FusedOptimizer(StepMixin, ScheduleStateMixin, CheckpointMixin, torch.opti
                              "parameters it was asked for")
 
     def _check_group(self, group: dict) -> None:
-        for key in _MEMORY_OPTIONS:
+        for key in ("stochastic_rounding", "master_weights"):
             if not isinstance(group.get(key, False), bool):
                 raise TypeError(f"lrfused: {key} must be True or False, got {group[key]!r}")
+        bits = group.get("optim_bits", 32)
+        if isinstance(bits, bool) or bits not in _quant.OPTIM_BITS:
+            raise ValueError(f"lrfused: optim_bits must be 32 or 8, got {bits!r}")
+        if bits == 8 and group.get("amsgrad"):
+            raise ValueError("lrfused: optim_bits=8 does not support amsgrad (its max_exp_avg_sq would need a "
+                             "quantization of its own); use optim_bits=32 for amsgrad groups")
         self._validate_group(group)
         if not isinstance(group.get("hyper_schedules", {}), dict):
             raise TypeError("lrfused: hyper_schedules must be a dict")
@@ -272,9 +286,20 @@ class _FusedOptimizer(StepMixin, ScheduleStateMixin, CheckpointMixin, torch.opti
             # SGD's buffer may come from a torch checkpoint, which keeps no step: a buffer means "not first".
             started = state.get("momentum_buffer") is not None
             state["step"] = torch.tensor(1.0 if started else 0.0, dtype=torch.float32, device=p.device)
+        quantized = _quant.quantizes(p, group)
         for key in self._state_keys(group):
-            if state.get(key) is None:
+            value, signed = state.get(key), self._QUANTIZED_KEYS.get(key) == "signed"
+            if quantized and key in self._QUANTIZED_KEYS:
+                if value is None:  # all zeros: any code times an absmax of 0
+                    state[key] = torch.zeros_like(p, dtype=torch.uint8, memory_format=torch.preserve_format)
+                    state[_quant.absmax_key(key)] = torch.zeros(-(-p.numel() // contract.QUANT_BLOCK),
+                                                                dtype=torch.float32, device=p.device)
+                elif value.dtype != torch.uint8:  # full precision (a checkpoint, or optim_bits changed)
+                    state[key], state[_quant.absmax_key(key)] = _quant.quantize_like(value, p, signed)
+            elif value is None:
                 state[key] = torch.zeros_like(p, dtype=dtype, memory_format=torch.preserve_format)
+            elif value.dtype == torch.uint8:  # 8-bit (a checkpoint, or optim_bits changed): widened
+                state[key] = _quant.dequantize_like(value, state.pop(_quant.absmax_key(key)), p, signed, dtype)
         if group.get("master_weights") and _takes_master(p):
             if state.get(MASTER_KEY) is None:  # new, or a checkpoint without one (torch's): the parameter's value
                 state[MASTER_KEY] = p.detach().to(dtype=torch.float32, memory_format=torch.preserve_format, copy=True)
@@ -289,7 +314,7 @@ class _FusedOptimizer(StepMixin, ScheduleStateMixin, CheckpointMixin, torch.opti
         """What the launch plan is built from. Hyperparameters are not part of it: they are handed to the
         plan at every step, so a torch scheduler or a user writing group["lr"] costs no rebuild."""
         return tuple((self._flags(g), self._state_keys(g), id(g["schedule"]), len(g["params"]),
-                      bool(g.get("master_weights"))) for g in self.param_groups)
+                      bool(g.get("master_weights")), g.get("optim_bits", 32)) for g in self.param_groups)
 
     def _hyper_list(self, group) -> list:
         """The group's per-step hyperparameters in the contract's slot order (slots a family does not use: 0)."""

@@ -7,6 +7,7 @@ import torch
 from .. import contract
 from ..contract import SchedLayout
 from .checks import MASTER_KEY
+from .quantized import absmax_key, check_absmax
 
 
 class CheckpointMixin:
@@ -63,8 +64,11 @@ class CheckpointMixin:
         own = [{"schedule": g["schedule"], "hyper_schedules": g.get("hyper_schedules", {})} for g in self.param_groups]
         # The memory options are how this optimizer was built, not a hyperparameter a checkpoint changes: a
         # checkpoint with master copies loads into an optimizer without them (the copies are dropped) and
-        # one without into an optimizer with them (made from the parameters).
-        built = [{key: g.get(key, False) for key in ("stochastic_rounding", "master_weights")} for g in self.param_groups]
+        # one without into an optimizer with them (made from the parameters); 8-bit state loads into a
+        # 32-bit optimizer (dequantized) and full-precision state into an 8-bit one (quantized).
+        built = [{"stochastic_rounding": g.get("stochastic_rounding", False),
+                  "master_weights": g.get("master_weights", False), "optim_bits": g.get("optim_bits", 32)}
+                 for g in self.param_groups]
         # torch's load casts every floating-point state tensor to its parameter's dtype, which would round
         # float32 state (and master copies) of 16-bit parameters through 16 bits: they are taken from the
         # checkpoint itself below.
@@ -201,9 +205,16 @@ class CheckpointMixin:
             if p is None:
                 continue
             for key, value in st.items():
-                if isinstance(value, torch.Tensor) and key != "step" and value.shape != p.shape:
+                if key.endswith("_absmax") or key == "step":
+                    continue
+                if isinstance(value, torch.Tensor) and value.shape != p.shape:
                     raise ValueError(f"lrfused: loaded state '{key}' has shape {tuple(value.shape)}, its parameter "
                                      f"has shape {tuple(p.shape)}")
+                if isinstance(value, torch.Tensor) and value.dtype == torch.uint8:  # 8-bit: its block scales too
+                    if key not in self._QUANTIZED_KEYS:
+                        raise ValueError(f"lrfused: loaded state '{key}' of parameter {pid} is uint8, which "
+                                         f"{type(self).__name__} stores in 8 bits only for {sorted(self._QUANTIZED_KEYS)}")
+                    check_absmax(st.get(absmax_key(key)), p, key, f"loaded state of parameter {pid}")
             expected = set(self._required_loaded_keys(self._group_of(state_dict, pid)))
             missing = expected - set(k for k, v in st.items() if v is not None)
             if missing:
@@ -242,5 +253,11 @@ class CheckpointMixin:
         for key, key_dtype in (*((k, dtype) for k in self._state_keys(group)), (MASTER_KEY, torch.float32)):
             value = saved.get(key)
             if isinstance(value, torch.Tensor) and state.get(key) is not None:
-                state[key] = value.detach().to(device=p.device, dtype=key_dtype, copy=True)
+                if value.dtype == torch.uint8:  # 8-bit codes and their scales, as saved (_init_state converts)
+                    state[key] = value.detach().to(device=p.device, copy=True)
+                    state[absmax_key(key)] = saved[absmax_key(key)].detach().to(device=p.device, dtype=torch.float32,
+                                                                                copy=True)
+                else:
+                    state[key] = value.detach().to(device=p.device, dtype=key_dtype, copy=True)
+                    state.pop(absmax_key(key), None)
         self._init_state(p, group)

@@ -14,6 +14,8 @@ class SGD(_FusedOptimizer):
 
     _FAMILY = "SGD"
     _FLAG_KEYS = {"nesterov": "nesterov", "maximize": "maximize", "stochastic_rounding": "stochastic_rounding"}
+    _QUANTIZED_KEYS = {"momentum_buffer": "signed"}
+    _ABSMAX_ARGS = ("momentum_buffer_absmax",)
     _MOMENTUM_HYPER = "momentum"  # what CyclicLR / OneCycleLR cycle
     _GROUP_KEYS = ("lr", "momentum", "dampening", "weight_decay", "nesterov")  # what a loaded group must have
 
@@ -22,11 +24,11 @@ class SGD(_FusedOptimizer):
                  foreach: bool | None = None, differentiable: bool = False, fused: bool | None = None,
                  schedule=None, state_dtype: torch.dtype | None = None, max_grad_norm: float | None = None,
                  hyper_schedules: dict | None = None, stochastic_rounding: bool = False, master_weights: bool = False,
-                 stochastic_rounding_seed: int | None = None):
+                 stochastic_rounding_seed: int | None = None, optim_bits: int = 32):
         defaults = dict(lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
                         nesterov=nesterov, maximize=maximize, foreach=foreach, differentiable=differentiable,
                         fused=fused, hyper_schedules=hyper_schedules, stochastic_rounding=stochastic_rounding,
-                        master_weights=master_weights)
+                        master_weights=master_weights, optim_bits=optim_bits)
         super().__init__(params, defaults, schedule, state_dtype, max_grad_norm, stochastic_rounding_seed)
 
     @staticmethod
@@ -53,7 +55,7 @@ class SGD(_FusedOptimizer):
         group["momentum"] = value
 
     def _allowed_state_keys(self) -> tuple:
-        return ("momentum_buffer", "step", MASTER_KEY)
+        return ("momentum_buffer", "step", MASTER_KEY, "momentum_buffer_absmax")
 
     def _hyper(self, group) -> dict:
         v = self._value

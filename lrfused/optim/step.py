@@ -10,6 +10,7 @@ import torch
 from .. import contract
 from .._ops import _C, ops
 from .checks import MASTER_KEY, _check_no_shared_memory, _local, _takes_master
+from .quantized import absmax_key, check_absmax, quantizes
 
 _FORCED_OP_PATH = [False]
 
@@ -42,9 +43,12 @@ class StepMixin:
         first = 0
         for g, group in enumerate(self.param_groups):
             by_key: dict[tuple, tuple] = {}
+            keys = self._state_keys(group)
             for i, p in enumerate(group["params"]):
-                if "step" in self.state.get(p, {}):
-                    params, streams = by_key.setdefault((p.device, p.dtype), ([], []))
+                state = self.state.get(p, {})
+                if "step" in state:
+                    quantized = bool(keys) and state.get(keys[0]) is not None and state[keys[0]].dtype == torch.uint8
+                    params, streams = by_key.setdefault((p.device, p.dtype, quantized), ([], []))
                     params.append(p)
                     streams.append(first + i)
             first += len(group["params"])
@@ -58,7 +62,12 @@ class StepMixin:
         steps = [self.state[p]["step"] for p in params]
         masters = [self.state[p][MASTER_KEY] for p in params] if group.get("master_weights") and params and \
             _takes_master(params[0]) else []
-        return lists, steps, masters, self._sched_state(device), self._device_program(g, group, device)
+        # 8-bit state: the block scales of the first two lists (one bucket is all 8-bit or none)
+        quantized = bool(params) and bool(keys) and self.state[params[0]][keys[0]].dtype == torch.uint8
+        absmax = [[self.state[p][absmax_key(k)] for p in params] if quantized and k in self._QUANTIZED_KEYS else []
+                  for k in keys[:2]]
+        absmax += [[] for _ in range(2 - len(absmax))]
+        return lists, steps, masters, absmax, self._sched_state(device), self._device_program(g, group, device)
 
     def _rounding_args(self, group, streams) -> dict:
         """The op's stochastic-rounding arguments for a bucket of ``group``."""
@@ -93,7 +102,6 @@ class StepMixin:
                 state = self.state.get(p, {})
                 if "step" not in state:
                     continue
-                dtype = self._state_dtype_for(p)
                 step = state["step"]
                 if isinstance(step, torch.Tensor) and _local(step).device != local.device:
                     raise RuntimeError(
@@ -114,6 +122,13 @@ class StepMixin:
                     if s is None:
                         continue
                     s = _local(s)
+                    # the state dtype, or 8-bit codes where the parameter can have them (a change of
+                    # optim_bits converts the state when the plan is built)
+                    dtype = self._state_dtype_for(local)
+                    if s.dtype == torch.uint8 and key in self._QUANTIZED_KEYS and \
+                            quantizes(local, dict(group, optim_bits=8)):
+                        dtype = torch.uint8
+                        check_absmax(_local(state.get(absmax_key(key))), local, key, f"parameter {i} of param group {g}")
                     supported = p.is_complex() or (local.dtype, s.dtype) in contract.DTYPE_PAIRS
                     if (s.shape != local.shape or s.device != local.device or s.dtype != dtype
                             or not supported):
@@ -137,10 +152,11 @@ class StepMixin:
         for device in {p.device for group in self.param_groups for p in group["params"]}:
             plan.add_sched_state(self._sched_state(device))
         for g, group, params, streams in self._buckets():
-            (s1, s2, s3), steps, masters, sched_state, program = self._bucket_args(g, group, params, params[0].device)
+            (s1, s2, s3), steps, masters, absmax, sched_state, program = self._bucket_args(g, group, params,
+                                                                                           params[0].device)
             rounding = self._rounding_args(group, streams)
             plan.add_bucket(params, s1, s2, s3, steps, sched_state, program, g, self._KIND, self._flags(group),
-                            self._hyper_list(group), masters, rounding["sr_streams"], rounding["sr_seed"])
+                            self._hyper_list(group), masters, rounding["sr_streams"], rounding["sr_seed"], *absmax)
         self._stateless = [p for group in self.param_groups for p in group["params"]
                            if "step" not in self.state.get(p, {})]
         self._plan = plan
@@ -223,13 +239,14 @@ class StepMixin:
             with_grad = [p for p in params if p.grad is not None]
             streams = [s for p, s in zip(params, streams) if p.grad is not None]
             device = params[0].device
-            (s1, s2, s3), steps, masters, sched_state, program = self._bucket_args(g, group, with_grad, device)
+            (s1, s2, s3), steps, masters, absmax, sched_state, program = self._bucket_args(g, group, with_grad, device)
             s1, s2, s3, masters = ([_local(t) for t in lst] for lst in (s1, s2, s3, masters))
+            absmax_args = {name: [_local(t) for t in lst] for name, lst in zip(self._ABSMAX_ARGS, absmax)}
             on_device = (lambda t: None if t is None else t.to(device))  # noqa: E731
             self._call_step_op(group, [_local(p) for p in with_grad], [_local(p.grad) for p in with_grad],
                                (s1, s2, s3), steps, sched_state, program, g, grad_scale=on_device(grad_scale),
                                found_inf=on_device(found_inf), grad_factor=on_device(grad_factor),
-                               master_params=masters, **self._rounding_args(group, streams))
+                               master_params=masters, **absmax_args, **self._rounding_args(group, streams))
         for device, state in self._sched_states.items():
             ops.advance_(state, None if found_inf is None else found_inf.to(device))
 
