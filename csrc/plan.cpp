@@ -430,10 +430,10 @@ std::tuple<at::Tensor, at::Tensor> quantize_blockwise(const at::Tensor& values, 
   const float* in = values.const_data_ptr<float>();
   uint8_t* out = codes.mutable_data_ptr<uint8_t>();
   float* scales = absmax.mutable_data_ptr<float>();
-  const float* map = quant8::kMaps.map[is_signed ? quant8::SIGNED : quant8::UNSIGNED];
+  const int kind = is_signed ? quant8::SIGNED : quant8::UNSIGNED;
   for (int64_t first = 0; first < n; first += quant8::kQuantBlock) {
     const int64_t len = std::min<int64_t>(quant8::kQuantBlock, n - first);
-    scales[first / quant8::kQuantBlock] = quant8::quantize_block(in + first, len, map, out + first);
+    scales[first / quant8::kQuantBlock] = quant8::quantize_block(in + first, len, kind, out + first);
   }
   return {codes, absmax};
 }
@@ -457,6 +457,12 @@ at::Tensor dequantize_blockwise(const at::Tensor& codes, const at::Tensor& absma
 void bind_plan(pybind11::module& module) {
   module.def("quantize_blockwise", &quantize_blockwise, pybind11::arg("values"), pybind11::arg("signed"),
              "(codes, absmax): 8-bit block quantization of a flat float32 CPU tensor (csrc/quant8.h).");
+  module.def("quantize_code", [](float x, bool is_signed) {
+    return static_cast<int>(quant8::quantize(quant8::kMaps.map[is_signed ? quant8::SIGNED : quant8::UNSIGNED], x));
+  }, "The code of one scaled value by quant8::quantize, the binary search the CUDA kernel runs.");
+  module.def("quant8_fast_path_exact", [](bool is_signed) {
+    return quant8::fast_quantizer(is_signed ? quant8::SIGNED : quant8::UNSIGNED).exact;
+  }, "Whether the CPU's table quantizer equals quant8::quantize for every float (checked when built).");
   module.def("dequantize_blockwise", &dequantize_blockwise, pybind11::arg("codes"), pybind11::arg("absmax"),
              pybind11::arg("signed"), "float32 values of 8-bit codes and their block absmax (csrc/quant8.h).");
   module.def("built_with_cuda", []() {
