@@ -64,6 +64,7 @@ test-all: install
 
 bench: install
 	$(PY) -m benchmarks.run
+	$(PY) -m benchmarks.memory
 
 bench-quick: install
 	$(PY) -m benchmarks.run --quick

@@ -7,6 +7,7 @@ Variants (AdamW, lr 1e-3, CosineAnnealingLR for torch's, the same schedule fused
   torch fused fp32 / bf16            torch.optim.AdamW(fused=True) on float32 / bfloat16 parameters
   lrfused fp32                       32-bit state, the reference of the ratios
   lrfused 8-bit                      optim_bits=8 (float32 parameters)
+  lrfused bf16                       bfloat16 parameters and state, rounded to nearest
   lrfused bf16 + SR                  bfloat16 parameters and state, stochastic_rounding=True
   lrfused bf16 + master              bfloat16 parameters, float32 state and master copies
   lrfused bf16 + 8-bit + SR          bfloat16 parameters, optim_bits=8, stochastic_rounding=True
@@ -73,6 +74,7 @@ VARIANTS = [
     ("torch fused bf16", torch.bfloat16, lambda ps: _torch_cosine(torch.optim.AdamW(ps, **KW, fused=True)), None),
     ("lrfused fp32", torch.float32, _lrfused(), None),
     ("lrfused 8-bit", torch.float32, _lrfused(optim_bits=8), None),
+    ("lrfused bf16", torch.bfloat16, _lrfused(), None),
     ("lrfused bf16 + SR", torch.bfloat16, _lrfused(stochastic_rounding=True), None),
     ("lrfused bf16 + master", torch.bfloat16, _lrfused(master_weights=True, state_dtype=torch.float32), None),
     ("lrfused bf16 + 8-bit + SR", torch.bfloat16, _lrfused(optim_bits=8, stochastic_rounding=True), None),

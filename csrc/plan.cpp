@@ -238,6 +238,9 @@ class Plan {
       TORCH_CHECK(b.absmax[j].size() == want, "lrfused: a plan bucket needs one absmax per param for each 8-bit "
                   "state list, none otherwise");
       for (size_t i = 0; i < b.absmax[j].size(); ++i) {
+        const at::Tensor& p = b.params[i];
+        TORCH_CHECK(same_walk_order((*states[j])[i], p.is_non_overlapping_and_dense() ? p : p.contiguous()),
+                    "lrfused: 8-bit codes must have their parameter's memory layout (their block scales follow it)");
         const at::Tensor& a = b.absmax[j][i];
         TORCH_CHECK(a.scalar_type() == at::kFloat && a.dim() == 1 && a.is_contiguous() &&
                         a.numel() == quant8::num_blocks(b.params[i].numel()) && a.device() == b.params[i].device(),

@@ -263,6 +263,9 @@ StepRequest check_step_request(GroupStep group, at::TensorList params, at::Tenso
     if (!master_params.empty()) check_master(p, master_params[i], i);
     for (int j = 0; j < 2; ++j) {
       if (absmax[j].empty()) continue;
+      TORCH_CHECK(same_walk_order(r.state[j][i], p.is_non_overlapping_and_dense() ? p : p.contiguous()),
+                  "lrfused: ", names[j], "[", i, "] (8-bit codes) must have the memory layout of params[", i,
+                  "]: its block scales follow that order");
       const at::Tensor& a = absmax[j][i];
       const int64_t blocks = quant8::num_blocks(p.numel());
       TORCH_CHECK(!p.is_complex(), "lrfused: 8-bit state is for real parameters, params[", i, "] is complex");
@@ -289,7 +292,8 @@ StepRequest check_step_request(GroupStep group, at::TensorList params, at::Tenso
 
 at::Tensor Staging::walkable(const at::Tensor& t, const at::Tensor& layout, bool write_back) {
   if (same_walk_order(t, layout)) return t;
-  at::Tensor w = at::empty_like(layout, at::MemoryFormat::Preserve).copy_(t);
+  // layout's order, t's dtype (a state or master copy is not the parameter's dtype)
+  at::Tensor w = at::empty_like(layout, layout.options().dtype(t.scalar_type()), at::MemoryFormat::Preserve).copy_(t);
   if (write_back) {
     copies.emplace_back(t, w);
   } else {

@@ -300,3 +300,25 @@ def test_schedule_converts_through_from_torch(schedule, optimizer):
         topt.param_groups[0]["params"][0].grad = torch.zeros(3)
         step()
     assert (len(seen) == 1) == (schedule == "constant"), seen
+
+
+def test_memory_benchmark_runs_and_measures_state_bytes(tmp_path):
+    """benchmarks.memory (make bench's AdamW memory options) on a tiny list: every lrfused variant runs,
+    the ratios are against lrfused fp32 measured in the same run, and the state bytes per parameter are
+    the formats' (8 fp32; 2 + 8/256 for 8-bit; 4 bf16; 12 with fp32 masters and state)."""
+    from benchmarks import memory
+
+    labels = ["torch fused fp32", "lrfused fp32", "lrfused 8-bit", "lrfused bf16 + SR", "lrfused bf16 + master",
+              "lrfused bf16 + master + 8-bit"]
+    result = memory.main(["--workload", "4x8192", "--budget", "0.05", "--min-runs", "2", "--device", "cpu",
+                          "--variants", ",".join(labels), "--out", str(tmp_path), "--tag", "tiny"])
+    rows = {r["variant"]: r for r in result["results"]}
+    assert sorted(rows) == sorted(labels) and not result["skipped"]
+    assert rows["lrfused fp32"]["time_vs_lrfused_fp32"] == 1.0
+    expected = {"torch fused fp32": 8.0, "lrfused fp32": 8.0, "lrfused 8-bit": 2.0 + 8.0 / 256,
+                "lrfused bf16 + SR": 4.0, "lrfused bf16 + master": 12.0,
+                "lrfused bf16 + master + 8-bit": 4.0 + 2.0 + 8.0 / 256}
+    for label, value in expected.items():
+        assert rows[label]["state_bytes_per_param"] == pytest.approx(value), label
+        assert rows[label]["params_finite"] and rows[label]["time_s"]["median"] > 0
+    assert (tmp_path / "tiny.md").read_text().count("| lrfused") == 5

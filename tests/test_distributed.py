@@ -102,6 +102,11 @@ def _run_fsdp2(rank):
             fully_shard(layer, mesh=mesh)
     fully_shard(model, mesh=mesh)
     assert all(type(p).__name__ == "DTensor" for p in model.parameters())
+    try:  # 8-bit state's block scales do not follow shards yet: refused, naming the option
+        lrfused.AdamW(model.parameters(), lr=LR, optim_bits=8)
+        raise AssertionError("optim_bits=8 with DTensor parameters was accepted")
+    except ValueError as exc:
+        assert "optim_bits=8 does not support DTensor" in str(exc), exc
     opt = lrfused.AdamW(model.parameters(), lr=LR, weight_decay=WD, schedule=_schedule())
     _train(rank, model, opt)
     assert all(type(opt.state[p]["exp_avg"]).__name__ == "DTensor" for p in model.parameters())

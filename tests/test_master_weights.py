@@ -218,18 +218,47 @@ def test_every_state_dtype_survives_a_checkpoint_bit_exactly(pair):
             assert opt2.state[p][key].data_ptr() != opt.state[p][key].data_ptr()
 
 
-def test_torch_checkpoint_makes_masters_from_the_parameters():
+def test_torch_checkpoint_makes_masters_from_the_parameters_at_the_next_step():
+    """The masters of a checkpoint without them are made at the first step after the load, from the
+    parameters then: weights loaded into the model after the optimizer are the ones trained on."""
     ps = _params()
     torch_opt = torch.optim.AdamW(ps, lr=1e-2)
     _train(ps, torch_opt, 3, seed=2)
     opt = lrfused.AdamW(ps, lr=1e-2, master_weights=True, state_dtype=torch.float32)
     opt.load_state_dict(_roundtrip(torch_opt.state_dict()))
     for p in ps:
-        assert torch.equal(opt.state[p]["master_param"], p.detach().float())
+        assert "master_param" not in opt.state[p]
         assert torch.equal(opt.state[p]["exp_avg"], torch_opt.state[p]["exp_avg"].float())
-    _train(ps, opt, 2, seed=3)
-    for p in ps:
+    with torch.no_grad():  # the model's own checkpoint, loaded after the optimizer's
+        for p in ps:
+            p.fill_(0.5)
+    ref = [torch.nn.Parameter(torch.full(p.shape, 0.5)) for p in ps]
+    ref_opt = torch.optim.AdamW(ref, lr=1e-2, foreach=False)
+    ref_opt.load_state_dict(_roundtrip(torch_opt.state_dict()))
+    for st in ref_opt.state.values():
+        for key in ("exp_avg", "exp_avg_sq"):
+            st[key] = st[key].float()
+    gen = torch.Generator().manual_seed(3)
+    for p, r in zip(ps, ref):
+        p.grad = torch.randn(p.shape, generator=gen).bfloat16()
+        r.grad = p.grad.float()
+    opt.step()
+    ref_opt.step()
+    for p, r in zip(ps, ref):
+        assert_close(opt.state[p]["master_param"], r)
         assert torch.equal(p.detach(), opt.state[p]["master_param"].bfloat16())
+
+
+def test_sync_master_weights_takes_changes_made_to_the_parameters():
+    p = torch.nn.Parameter(torch.randn(64).bfloat16())
+    opt = lrfused.SGD([p], lr=1e-3, master_weights=True)
+    p.grad = torch.ones_like(p)
+    opt.step()
+    with torch.no_grad():
+        p.clamp_(-0.01, 0.01)
+    opt.sync_master_weights()
+    opt.step()
+    assert float(p.detach().float().abs().max()) <= 0.01 + 2e-3
 
 
 def test_masters_load_into_an_optimizer_without_them_and_back():
@@ -251,11 +280,14 @@ def test_masters_load_into_an_optimizer_without_them_and_back():
 
     again = lrfused.AdamW(ps, lr=1e-2, master_weights=True)
     again.load_state_dict(_roundtrip(without.state_dict()))
-    for p in ps:
-        assert torch.equal(again.state[p]["master_param"], p.detach().float())
+    assert all("master_param" not in again.state[p] for p in ps)  # made from the parameters at the next step
+    before = [p.detach().float() for p in ps]
     _train(ps, again, 1, seed=6)
-    for p in ps:
-        assert torch.equal(p.detach(), again.state[p]["master_param"].bfloat16())
+    for p, b in zip(ps, before):
+        master = again.state[p]["master_param"]
+        assert torch.equal(p.detach(), master.bfloat16())
+        # one AdamW step (at the checkpoint's lr, 0.5) from the parameter, not from the masters dropped before
+        assert float((master - b).abs().max()) <= 0.75
 
 
 # ---- refusals ------------------------------------------------------------------------------------------------

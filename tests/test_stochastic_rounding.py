@@ -234,12 +234,18 @@ def test_resume_repeats_bit_for_bit(how):
         assert torch.equal(_bits(a), _bits(b))
 
 
-def test_the_seed_defaults_to_torchs_generator():
+def test_the_seed_defaults_to_torchs_seed_without_drawing_from_its_generator():
+    """A seeded run repeats (the default seed is torch.initial_seed()), and building an optimizer leaves
+    torch's random numbers as building torch.optim's leaves them."""
     torch.manual_seed(5)
     a = lrfused.SGD([torch.nn.Parameter(torch.zeros(2, dtype=torch.bfloat16))], stochastic_rounding=True)
+    after_lrfused = torch.rand(3)
+    torch.manual_seed(5)
+    torch.optim.SGD([torch.nn.Parameter(torch.zeros(2))])
+    assert torch.equal(torch.rand(3), after_lrfused)
     torch.manual_seed(5)
     b = lrfused.SGD([torch.nn.Parameter(torch.zeros(2, dtype=torch.bfloat16))], stochastic_rounding=True)
-    assert a.state_dict()["lrfused"]["sr_seed"] == b.state_dict()["lrfused"]["sr_seed"]
+    assert a.state_dict()["lrfused"]["sr_seed"] == b.state_dict()["lrfused"]["sr_seed"] == 5
 
 
 # ---- torchao, live -----------------------------------------------------------------------------------------

@@ -5,7 +5,8 @@
 #   1. build for the local GPU's architecture only, and load (every op must have a CUDA kernel)
 #   2. the `cuda`-marked tests, each under a time limit (LRFUSED_TEST_TIMEOUT)
 #   3. compute-sanitizer --tool memcheck over a small workload that touches every kernel path
-#   4. a short GPU benchmark: lrfused against torch's fused AdamW/SGD + scheduler, same-run copy bandwidth
+#   4. a short GPU benchmark: lrfused against torch's fused AdamW/SGD + scheduler, same-run copy bandwidth;
+#      then the AdamW memory options (benchmarks.memory) on the GPT-2-small list
 #
 # Every log and summary.json go to $OUT (default build/gpu-check). A phase that no longer fits in the time
 # budget (GPU_CHECK_BUDGET_S, default 500 s) is skipped and named in the summary; a phase that fails does
@@ -91,8 +92,11 @@ if [[ "$HAS_GPU" == 1 ]]; then
   run_phase benchmark 60 150 "$PY" -m benchmarks.run --device cuda --no-progress --no-plot \
     --workloads 10000x100,1000x16K,1x256M,gpt2-small --optimizers adamw,sgd \
     --contenders torch-fused,lrfused --budget 0.3 --out "$OUT/benchmark" --tag gpu-check
+  # the memory options (stochastic rounding, master weights, 8-bit state) on the GPT-2-small list
+  run_phase memory-benchmark 30 90 "$PY" -m benchmarks.memory --device cuda --budget 0.3 \
+    --out "$OUT/benchmark" --tag gpu-check-memory
 else
-  for name in cuda-tests sanitizer benchmark; do
+  for name in cuda-tests sanitizer benchmark memory-benchmark; do
     printf '%s\tskipped\t0\t-\tno GPU\n' "$name" >> "$PHASES"
   done
 fi

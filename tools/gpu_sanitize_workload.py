@@ -3,7 +3,8 @@ of lrfused's CUDA code. Every (param dtype, state dtype) pair, SGD (plain, momen
 cycled momentum) and Adam/AdamW (amsgrad, L2 and decoupled weight decay), misaligned views, strided
 slices, channels_last, vector tails, empty and one-element tensors, complex parameters, grad_scale with
 found_inf both ways, fused clipping, the plateau report, both argument-table sizes and a tensor split
-across launches. Exits non-zero on a CUDA error; memcheck reports out-of-bounds or misaligned accesses."""
+across launches; and the memory options: stochastic rounding, master weights and 8-bit state (alone and
+together, on 16-bit and fp32 parameters, a partial last block and a tensor of several chunks). Exits non-zero on a CUDA error; memcheck reports out-of-bounds or misaligned accesses."""
 import os
 import sys
 
@@ -68,6 +69,20 @@ def main():
     many = [torch.nn.Parameter(torch.randn(37, device=DEV)) for _ in range(3000)]  # several launches
     run(lrfused.AdamW(many, lr=1e-3), many)
     cases += 4
+    memory = [
+        (torch.bfloat16, dict(stochastic_rounding=True)),
+        (torch.float32, dict(stochastic_rounding=True, state_dtype=torch.bfloat16)),
+        (torch.bfloat16, dict(master_weights=True, state_dtype=torch.float32)),
+        (torch.float16, dict(master_weights=True)),
+        (torch.float32, dict(optim_bits=8)),
+        (torch.bfloat16, dict(optim_bits=8, stochastic_rounding=True)),
+        (torch.float16, dict(optim_bits=8, master_weights=True)),
+    ]
+    for dtype, options in memory:
+        for cls, kw in ((lrfused.SGD, dict(lr=0.1, momentum=0.9)), (lrfused.AdamW, dict(lr=1e-3, max_grad_norm=1.0))):
+            params = make_params(dtype)
+            run(cls(params, schedule=S.OneCycleLR(0.1, total_steps=10), **kw, **options), params, scaled=True)
+            cases += 1
     torch.cuda.synchronize()
     print(f"sanitize workload: {cases} cases ran, tables: "
           f"{'4 KB (forced)' if os.environ.get('LRFUSED_CUDA_SMALL_TABLES') == '1' else 'default'}")

@@ -67,6 +67,9 @@ struct SgdPolicy {
   __device__ __forceinline__ static void apply(const Block<C>& b, C& p, C g, C (&st)[kStates]) {
     math::sgd_update<C, NESTEROV>(p, g, st[0], b.s, b.has_wd, b.has_momentum, b.first_step);
   }
+  // Whether this step changes the state (a cycled momentum of 0 leaves the buffer, as on the CPU).
+  template <typename C>
+  __device__ __forceinline__ static bool updates_state(const Block<C>& b) { return b.has_momentum; }
 };
 
 // WD: math::WeightDecayMode (none / L2 coupled / decoupled), a template parameter as in the CPU kernels.
@@ -93,6 +96,8 @@ struct AdamPolicy {
     C& max_sq = AMSGRAD ? st[kStates - 1] : unused;
     math::adam_update<C, AMSGRAD, WD>(p, g, st[0], st[1], max_sq, b.s, b.near_lerp);
   }
+  template <typename C>
+  __device__ __forceinline__ static bool updates_state(const Block<C>&) { return true; }
 };
 
 template <class Pol, typename T, typename S, bool LARGE, bool EXTRAS>
@@ -218,9 +223,10 @@ fused_step_kernel(const StepArgs<2 + Pol::kStates, LARGE, EXTRAS> args) {
           running[j] = quant8::block_absmax_step(running[j], sc[j]);
         }
       }
+      const bool requantize = Pol::updates_state(b);  // else the codes and scales stay as they are
 #pragma unroll
       for (int j = 0; j < K; ++j) {
-        if (!has_st[j]) continue;
+        if (!has_st[j] || !requantize) continue;
         for (int offset = 16; offset > 0; offset /= 2)
           running[j] = quant8::block_absmax_step(running[j], __shfl_xor_sync(0xFFFFFFFFu, running[j], offset));
         const float a = quant8::finish_absmax(running[j]);

@@ -68,8 +68,9 @@ class _FusedOptimizer(StepMixin, ScheduleStateMixin, CheckpointMixin, torch.opti
             if not 0.0 < max_grad_norm < math.inf:
                 raise ValueError(f"lrfused: max_grad_norm must be a positive finite number, got {max_grad_norm}")
         if stochastic_rounding_seed is None:
-            # from torch's default generator, so that torch.manual_seed makes a run repeat
-            stochastic_rounding_seed = int(torch.randint(0, 2**62, ()))
+            # torch's seed (torch.manual_seed's), so that a seeded run repeats, without drawing from torch's
+            # generator: constructing an optimizer leaves every later random number as torch.optim leaves it
+            stochastic_rounding_seed = torch.initial_seed() % 2**63
         elif isinstance(stochastic_rounding_seed, bool) or not isinstance(stochastic_rounding_seed, int):
             raise TypeError(f"lrfused: stochastic_rounding_seed must be an int or None, "
                             f"got {type(stochastic_rounding_seed).__name__}")
@@ -142,6 +143,7 @@ class _FusedOptimizer(StepMixin, ScheduleStateMixin, CheckpointMixin, torch.opti
             self._check_group_schedules(self.param_groups + [candidate])
             explicit = {k: v for k, v in param_group.items() if k in _MEMORY_OPTIONS}
             self._check_memory_options([dict(explicit, params=params)])
+            self._check_no_8bit_dtensor([dict(candidate, params=params)])
         super().add_param_group(param_group)
         if not self._constructing:
             self._show_first_step(len(self.param_groups) - 1)
@@ -203,6 +205,7 @@ class _FusedOptimizer(StepMixin, ScheduleStateMixin, CheckpointMixin, torch.opti
                 _takes_master(p) for p, g in params if g.get("master_weights")):
             raise ValueError("lrfused: master_weights=True applies to bfloat16 and float16 parameters, and there "
                              "are none among the parameters it was asked for")
+        self._check_no_8bit_dtensor(groups)
         if any(g.get("optim_bits", 32) == 8 for g in groups) and not any(
                 _quant.quantizes(p, g) for p, g in params if g.get("optim_bits", 32) == 8):
             raise ValueError(f"lrfused: optim_bits=8 applies to float32, bfloat16 and float16 parameters of at least "
@@ -214,6 +217,19 @@ class _FusedOptimizer(StepMixin, ScheduleStateMixin, CheckpointMixin, torch.opti
             raise ValueError("lrfused: stochastic_rounding=True applies to bfloat16 parameters (without master "
                              "weights) and bfloat16 state (state_dtype=torch.bfloat16), and there are none among the "
                              "parameters it was asked for")
+
+    @staticmethod
+    def _check_no_8bit_dtensor(groups) -> None:
+        if any(_is_dtensor(p) for g in groups if g.get("optim_bits", 32) == 8 for p in g["params"]):
+            raise ValueError("lrfused: optim_bits=8 does not support DTensor (FSDP2) parameters yet: its block "
+                             "scales would have to follow each rank's shard; use optim_bits=32 for them")
+
+    def _check_groups_now(self) -> None:
+        """Every group as it is now (a user may have edited group["optim_bits"] or ["master_weights"] since the
+        last step), checked before the state is converted or created for it."""
+        for group in self.param_groups:
+            self._check_group(group)
+        self._check_no_8bit_dtensor(self.param_groups)
 
     def _check_group(self, group: dict) -> None:
         for key in ("stochastic_rounding", "master_weights"):
@@ -279,7 +295,19 @@ class _FusedOptimizer(StepMixin, ScheduleStateMixin, CheckpointMixin, torch.opti
             return p.dtype
         return self._state_dtype
 
-    def _init_state(self, p: torch.Tensor, group: dict) -> None:
+    @torch.no_grad()
+    def sync_master_weights(self) -> None:
+        """With master_weights=True the float32 master is the value the optimizer updates, and each step
+        writes the 16-bit parameter as its rounding (apex's and TransformerEngine's semantics): a change made
+        to a parameter directly (clamping, loading weights into the model after the optimizer) is replaced
+        at the next step. Call this after such a change: every master becomes its parameter's value."""
+        for group in self.param_groups:
+            for p in group["params"]:
+                master = self.state.get(p, {}).get(MASTER_KEY)
+                if master is not None:
+                    master.copy_(p.detach())
+
+    def _init_state(self, p: torch.Tensor, group: dict, create_master: bool = True) -> None:
         state = self.state[p]
         dtype = self._state_dtype_for(p)
         if "step" not in state:
@@ -296,13 +324,25 @@ class _FusedOptimizer(StepMixin, ScheduleStateMixin, CheckpointMixin, torch.opti
                                                                 dtype=torch.float32, device=p.device)
                 elif value.dtype != torch.uint8:  # full precision (a checkpoint, or optim_bits changed)
                     state[key], state[_quant.absmax_key(key)] = _quant.quantize_like(value, p, signed)
+                elif not _quant.same_layout(value, p):  # codes of another memory format: blocks follow memory
+                    absmax = state[_quant.absmax_key(key)]
+                    values = _quant.dequantize_like(value, absmax, value, signed, torch.float32)
+                    state[key], state[_quant.absmax_key(key)] = _quant.quantize_like(values, p, signed)
             elif value is None:
                 state[key] = torch.zeros_like(p, dtype=dtype, memory_format=torch.preserve_format)
             elif value.dtype == torch.uint8:  # 8-bit (a checkpoint, or optim_bits changed): widened
                 state[key] = _quant.dequantize_like(value, state.pop(_quant.absmax_key(key)), p, signed, dtype)
         if group.get("master_weights") and _takes_master(p):
-            if state.get(MASTER_KEY) is None:  # new, or a checkpoint without one (torch's): the parameter's value
-                state[MASTER_KEY] = p.detach().to(dtype=torch.float32, memory_format=torch.preserve_format, copy=True)
+            master = state.get(MASTER_KEY)
+            if master is None:
+                # new, or a checkpoint without one (torch's): the parameter's value at the first step after the
+                # load (made then, so that weights loaded into the model after the optimizer are the ones used)
+                if create_master:
+                    state[MASTER_KEY] = p.detach().to(dtype=torch.float32, memory_format=torch.preserve_format,
+                                                      copy=True)
+            elif not _quant.same_layout(master, p):  # the model's memory format changed: the master follows
+                state[MASTER_KEY] = torch.empty_like(p, dtype=torch.float32,
+                                                     memory_format=torch.preserve_format).copy_(master)
         else:
             state.pop(MASTER_KEY, None)
 

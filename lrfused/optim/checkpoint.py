@@ -74,14 +74,14 @@ class CheckpointMixin:
         # checkpoint itself below.
         self._check_loaded_state(state_dict)
         saved_states = self._saved_states_by_param(state_dict)
-        for saved, kept in zip(saved_groups, own):
-            self._complete_loaded_group({k: v for k, v in saved.items() if k != "params"}, kept)
+        for saved, kept, options in zip(saved_groups, own, built):  # as each group will be after the load
+            self._complete_loaded_group(dict({k: v for k, v in saved.items() if k != "params"}, **options), kept)
         if extra is not None:
             self._check_saved_report_states(extra.get("report_state", {}))
         super().load_state_dict(state_dict)
         for group, kept, options in zip(self.param_groups, own, built):
-            self._complete_loaded_group(group, kept)
             group.update(options)
+            self._complete_loaded_group(group, kept)
         for group in self.param_groups:
             for p in group["params"]:
                 state = self.state.get(p)
@@ -260,4 +260,4 @@ class CheckpointMixin:
                 else:
                     state[key] = value.detach().to(device=p.device, dtype=key_dtype, copy=True)
                     state.pop(absmax_key(key), None)
-        self._init_state(p, group)
+        self._init_state(p, group, create_master=False)  # a missing master is made at the next step

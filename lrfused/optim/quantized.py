@@ -24,9 +24,26 @@ def absmax_key(key: str) -> str:
 def quantizes(p: torch.Tensor, group: dict) -> bool:
     """Whether p's state is 8-bit: its group asks for optim_bits=8, and p is a real float32 / bfloat16 /
     float16 tensor of at least contract.MIN_QUANT_NUMEL elements (smaller ones keep full precision, as in
-    bitsandbytes and torchao)."""
+    bitsandbytes and torchao), not a DTensor shard (refused where asked for)."""
     return (group.get("optim_bits", 32) == 8 and not p.is_complex() and p.dtype in _QUANTIZABLE_DTYPES
-            and p.numel() >= contract.MIN_QUANT_NUMEL)
+            and p.numel() >= contract.MIN_QUANT_NUMEL and type(p).__name__ != "DTensor")
+
+
+def same_layout(t: torch.Tensor, p: torch.Tensor) -> bool:
+    """Whether t is laid out as p's state is created (torch.empty_like(p, preserve_format)): the order in
+    which the kernels walk p, so the order of an 8-bit state's blocks."""
+    target = torch.empty_like(p, device="meta", memory_format=torch.preserve_format)
+    return t.shape == p.shape and all(a == b for a, b, n in zip(t.stride(), target.stride(), p.shape) if n > 1)
+
+
+def _is_dense(t: torch.Tensor) -> bool:
+    """Non-overlapping and dense: its elements fill a block of memory (in some order of the dimensions)."""
+    expected = 1
+    for stride, size in sorted((st, n) for st, n in zip(t.stride(), t.shape) if n > 1):
+        if stride != expected:
+            return False
+        expected *= size
+    return True
 
 
 def _memory_order(t: torch.Tensor) -> torch.Tensor:
@@ -46,14 +63,16 @@ def quantize_like(values: torch.Tensor, p: torch.Tensor, signed: bool) -> tuple[
 
 def dequantize_like(codes: torch.Tensor, absmax: torch.Tensor, p: torch.Tensor, signed: bool,
                     dtype: torch.dtype) -> torch.Tensor:
-    """Full-precision state (dtype, laid out like p) of 8-bit codes of p."""
-    host = torch.empty_like(p, dtype=torch.uint8, memory_format=torch.preserve_format, device="cpu")
-    host.copy_(codes)
-    flat = _C.dequantize_blockwise(_memory_order(host).contiguous(), absmax.detach().to("cpu", torch.float32)
-                                   .contiguous(), signed)
-    out = torch.empty_like(p, dtype=dtype, memory_format=torch.preserve_format)
-    _memory_order(out).copy_(flat)
-    return out
+    """Full-precision state (dtype, laid out like p) of 8-bit codes of p. The blocks follow the codes' own
+    memory order (which may differ from p's after a change of memory format)."""
+    host = codes.detach().to("cpu")
+    if not _is_dense(host):
+        raise ValueError("lrfused: 8-bit codes must be a dense tensor")
+    values = torch.empty_like(host, dtype=torch.float32)  # the codes' strides
+    _memory_order(values).copy_(_C.dequantize_blockwise(_memory_order(host).contiguous(),
+                                                        absmax.detach().to("cpu", torch.float32).contiguous(),
+                                                        signed))
+    return torch.empty_like(p, dtype=dtype, memory_format=torch.preserve_format).copy_(values)
 
 
 def check_absmax(absmax, p: torch.Tensor, key: str, where: str) -> None:

@@ -140,6 +140,10 @@ class StepMixin:
                             f"model before creating the optimizer, or create a new one.")
 
     def _build_plan(self) -> None:
+        # A build that raises leaves no plan behind: the next step builds again (and raises again) instead
+        # of stepping with a plan made for the state as it was.
+        self._plan = self._plan_signature = None
+        self._check_groups_now()
         self._check_params_against_state()
         for group in self.param_groups:
             for p in group["params"]:
@@ -226,6 +230,7 @@ class StepMixin:
         """The registered ops with every tensor an explicit argument: what torch.compile traces, and the
         path of DTensor (FSDP2) parameters, whose local shards are updated."""
         if not torch.compiler.is_compiling():  # traced: the ops check what they are given
+            self._check_groups_now()
             self._check_params_against_state()  # before anything (state, schedule state) is created
         for device in {p.device for group in self.param_groups for p in group["params"]}:
             self._sched_state(device)
