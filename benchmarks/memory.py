@@ -12,6 +12,7 @@ Variants (AdamW, lr 1e-3, CosineAnnealingLR for torch's, the same schedule fused
   lrfused bf16 + master              bfloat16 parameters, float32 state and master copies
   lrfused bf16 + 8-bit + SR          bfloat16 parameters, optim_bits=8, stochastic_rounding=True
   lrfused bf16 + master + 8-bit      bfloat16 parameters, float32 masters, optim_bits=8
+  bitsandbytes AdamW8bit             bitsandbytes.optim.AdamW8bit (when installed), float32 parameters
   torchao AdamW8bit / AdamW4bit      torchao.optim (when installed), float32 parameters
   torchao bf16 + SR                  torchao.optim._AdamW(bf16_stochastic_round=True), bfloat16 parameters
 
@@ -79,6 +80,8 @@ VARIANTS = [
     ("lrfused bf16 + master", torch.bfloat16, _lrfused(master_weights=True, state_dtype=torch.float32), None),
     ("lrfused bf16 + 8-bit + SR", torch.bfloat16, _lrfused(optim_bits=8, stochastic_rounding=True), None),
     ("lrfused bf16 + master + 8-bit", torch.bfloat16, _lrfused(master_weights=True, optim_bits=8), None),
+    ("bitsandbytes AdamW8bit", torch.float32,
+     lambda ps: _torch_cosine(__import__("bitsandbytes").optim.AdamW8bit(ps, **KW)), "bitsandbytes"),
     ("torchao AdamW8bit", torch.float32, _torchao("AdamW8bit"), "torchao"),
     ("torchao AdamW4bit", torch.float32, _torchao("AdamW4bit"), "torchao"),
     ("torchao bf16 + SR", torch.bfloat16, _torchao("_AdamW", bf16_stochastic_round=True), "torchao"),

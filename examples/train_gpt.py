@@ -291,6 +291,12 @@ def memory_runs(model, args, warmup, schedule, device):
         lambda g: lrfused.AdamW(g, schedule=schedule, master_weights=True, state_dtype=torch.float32, **kw))
     add("lrfused bf16 (round to nearest)", torch.bfloat16, lambda g: lrfused.AdamW(g, schedule=schedule, **kw))
     try:
+        import bitsandbytes as bnb
+    except ImportError:
+        print("bitsandbytes is not installed: its run is left out")
+    else:
+        add("bitsandbytes AdamW8bit", torch.float32, lambda g: bnb.optim.AdamW8bit(g, **kw), scheduled_by_torch=True)
+    try:
         import torchao.optim as ao
     except ImportError:
         print("torchao is not installed: its runs are left out")
@@ -309,7 +315,8 @@ def plot_losses(runs, path: str, title: str) -> None:
 
     fig, ax = plt.subplots(figsize=(8, 4.5))
     for run in runs:
-        ax.plot(run.losses, label=run.label, linewidth=1.0, linestyle="--" if "torchao" in run.label else "-")
+        other = "torchao" in run.label or "bitsandbytes" in run.label
+        ax.plot(run.losses, label=run.label, linewidth=1.0, linestyle="--" if other else "-")
     ax.set_xlabel("step")
     ax.set_ylabel("training loss")
     ax.set_title(title)

@@ -38,6 +38,17 @@ def _torchao_quant():
 
 # ---- the format ---------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("signed", [True, False], ids=["signed", "unsigned"])
+def test_dynamic_maps_are_bitsandbytes_own(signed):
+    """bitsandbytes' create_dynamic_map, running live: within two float32 ulps (see below)."""
+    pytest.importorskip("bitsandbytes", reason="bitsandbytes is an oracle (pyproject extra oracles-no-deps)")
+    import bitsandbytes.functional as F
+
+    ours = torch.tensor(contract.DYNAMIC_MAPS["signed" if signed else "unsigned"])
+    theirs = F.create_dynamic_map(signed=signed).float()
+    assert bool(((ours - theirs).abs() <= 2 * torch.finfo(torch.float32).eps * theirs.abs()).all())
+
+
+@pytest.mark.parametrize("signed", [True, False], ids=["signed", "unsigned"])
 def test_dynamic_maps_are_bitsandbytes_and_torchaos(signed):
     """Within two float32 ulps of torchao's create_dynamic_map (bitsandbytes' function): torch builds it with
     a vectorized linspace whose float32 rounding depends on the CPU's vector width; lrfused evaluates the
@@ -319,9 +330,10 @@ def test_the_op_refuses_8bit_state_without_its_scales():
 
 
 # ---- training, side by side with torchao ---------------------------------------------------------------------
-def test_training_reaches_the_32bit_loss_side_by_side_with_torchao():
+def test_training_reaches_the_32bit_loss_side_by_side_with_torchao_and_bitsandbytes():
     """A 2-layer MLP regression, 150 AdamW steps on the same batches: 8-bit state ends within 10% of the
-    32-bit state's loss, and within 10% of torchao's AdamW8bit (running live, same model, data, lr)."""
+    32-bit state's loss, and within 10% of torchao's AdamW8bit and of bitsandbytes' AdamW8bit (running live,
+    same model, data, lr; bitsandbytes where installed)."""
     pytest.importorskip("torchao", reason="torchao is an oracle (pyproject extra oracles-no-deps)")
     from torchao.optim import AdamW8bit
 
@@ -349,6 +361,12 @@ def test_training_reaches_the_32bit_loss_side_by_side_with_torchao():
     assert ours < 0.5 * start  # it learns
     assert abs(ours - full) < 0.1 * full
     assert abs(ours - theirs) < 0.1 * theirs
+    try:
+        import bitsandbytes as bnb
+    except ImportError:
+        return
+    bits = train(lambda ps: bnb.optim.AdamW8bit(ps, lr=3e-3, weight_decay=1e-2))
+    assert abs(ours - bits) < 0.1 * bits
 
 
 # ---- CPU and GPU agree -------------------------------------------------------------------------------------------
