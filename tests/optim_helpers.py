@@ -408,3 +408,12 @@ def run_parity(
         compare_states(lopt, topt, pa, pb, dtype, what, allowed_extra=extra, befores=befores)
         assert_lr_close(lopt.get_last_lr(), applied, max(spec.max_lr, lr), what)
     return lopt, topt, pa, pb
+
+
+def step_on_path(opt, op_path: bool) -> None:
+    """opt.step() through the launch plan, or through the registered ops (the path torch.compile traces)."""
+    if op_path:
+        with lrfused.optim.eager_op_path():
+            opt.step()
+    else:
+        opt.step()

@@ -19,7 +19,7 @@ from torch.optim import lr_scheduler as L
 import lrfused
 from lrfused import contract
 from lrfused import schedules as S
-from lrfused.optim import eager_op_path
+from optim_helpers import step_on_path
 from lrfused.testing import assert_close
 
 CASES = {
@@ -31,12 +31,6 @@ CASES = {
 SHAPES = [(64, 33), (1000,), (7,), (1,)]
 
 
-def _step(opt, op_path):
-    if op_path:
-        with eager_op_path():
-            opt.step()
-    else:
-        opt.step()
 
 
 @pytest.mark.parametrize("op_path", [False, True], ids=["plan", "op"])
@@ -56,7 +50,7 @@ def test_master_follows_float32_torch_and_the_parameter_is_its_rounding(case, dt
         for p, r in zip(ours, ref):
             g = torch.randn(p.shape).to(dtype).to(device)
             p.grad, r.grad = g, g.float()
-        _step(opt, op_path)
+        step_on_path(opt, op_path)
         ref_opt.step()
         sched.step()
         for p, r in zip(ours, ref):
@@ -135,7 +129,7 @@ def test_compiled_step_matches_eager_bits(op_path):
     for i, gs in enumerate(grads):
         for a, b, g in zip(eager_ps, compiled_ps, gs):
             a.grad, b.grad = g.clone(), g.clone()
-        _step(eager, op_path)
+        step_on_path(eager, op_path)
         if i == 0:
             compiled_opt.step()  # creates the state
         else:

@@ -11,15 +11,9 @@ import pytest
 import torch
 
 import lrfused
-from lrfused.optim import eager_op_path
+from optim_helpers import step_on_path
 
 
-def _step(opt, op_path):
-    if op_path:
-        with eager_op_path():
-            opt.step()
-    else:
-        opt.step()
 
 
 def _roundtrip(sd):
@@ -49,7 +43,7 @@ def test_a_new_memory_format_after_the_first_step_is_followed(options, op_path):
             if switch and step == 1:
                 p.data = p.data.to(memory_format=torch.channels_last)
             p.grad = g.clone().to(memory_format=torch.channels_last) if switch and step >= 1 else g.clone()
-            _step(opt, op_path)
+            step_on_path(opt, op_path)
         return p, opt
 
     p, opt = run(True)
