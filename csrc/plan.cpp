@@ -227,27 +227,12 @@ class Plan {
   int64_t num_buckets() const { return static_cast<int64_t>(buckets_.size()); }
 
  private:
-  // The checks of check_step_request that concern 8-bit state, on the bucket's lists.
+  // check_step_request's 8-bit checks, on the bucket's lists.
   static void check_quantized_bucket(const Bucket& b) {
-    const bool quantized = b.state_type == at::kByte;
-    const bool amsgrad = b.step.optimizer == OPT_ADAM && (b.step.flags & FLAG_AMSGRAD) != 0;
-    TORCH_CHECK(!quantized || !amsgrad, "lrfused: 8-bit state does not support amsgrad");
-    const std::vector<at::Tensor>* states[2] = {&b.state1, &b.state2};
-    for (int j = 0; j < 2; ++j) {
-      const size_t want = quantized && !states[j]->empty() ? b.params.size() : 0;
-      TORCH_CHECK(b.absmax[j].size() == want, "lrfused: a plan bucket needs one absmax per param for each 8-bit "
-                  "state list, none otherwise");
-      for (size_t i = 0; i < b.absmax[j].size(); ++i) {
-        const at::Tensor& p = b.params[i];
-        TORCH_CHECK(same_walk_order((*states[j])[i], p.is_non_overlapping_and_dense() ? p : p.contiguous()),
-                    "lrfused: 8-bit codes must have their parameter's memory layout (their block scales follow it)");
-        const at::Tensor& a = b.absmax[j][i];
-        TORCH_CHECK(a.scalar_type() == at::kFloat && a.dim() == 1 && a.is_contiguous() &&
-                        a.numel() == quant8::num_blocks(b.params[i].numel()) && a.device() == b.params[i].device(),
-                    "lrfused: an 8-bit state's absmax must be a contiguous float32 tensor of one value per ",
-                    quant8::kQuantBlock, " elements on the parameter's device");
-      }
-    }
+    const bool adam = b.step.optimizer == OPT_ADAM;
+    const at::TensorList states[2] = {b.state1, b.state2};
+    const at::TensorList absmax[2] = {b.absmax[0], b.absmax[1]};
+    check_8bit_state(b.params, states, absmax, b.state_type, adam, adam && (b.step.flags & FLAG_AMSGRAD) != 0);
   }
 
   void compute_clip_factor(const std::optional<at::Tensor>& grad_scale, double max_norm, const at::Tensor& buffer) {
@@ -451,7 +436,10 @@ at::Tensor dequantize_blockwise(const at::Tensor& codes, const at::Tensor& absma
   const float* scales = absmax.const_data_ptr<float>();
   float* out = values.mutable_data_ptr<float>();
   const float* map = quant8::kMaps.map[is_signed ? quant8::SIGNED : quant8::UNSIGNED];
-  for (int64_t i = 0; i < codes.numel(); ++i) out[i] = quant8::dequantize(map, in[i], scales[i / quant8::kQuantBlock]);
+  for (int64_t first = 0; first < codes.numel(); first += quant8::kQuantBlock) {
+    const int64_t len = std::min<int64_t>(quant8::kQuantBlock, codes.numel() - first);
+    quant8::dequantize_block(in + first, len, map, scales[first / quant8::kQuantBlock], out + first);
+  }
   return values;
 }
 

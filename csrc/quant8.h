@@ -97,6 +97,11 @@ LRF_HD uint8_t quantize(const float* map, float x) {
 
 LRF_HD float dequantize(const float* map, uint8_t code, float absmax) { return map[code] * absmax; }
 
+// Widens len codes of one block (scale absmax) into out.
+LRF_HD void dequantize_block(const uint8_t* codes, int64_t len, const float* map, float absmax, float* out) {
+  for (int64_t i = 0; i < len; ++i) out[i] = dequantize(map, codes[i], absmax);
+}
+
 // A block's scale: the largest magnitude, floored (a block of zeros keeps a finite scale). A NaN in the
 // block makes the scale NaN, so the whole block reads back NaN, as the update would have it propagate.
 LRF_HD float block_absmax_step(float running, float x) {

@@ -186,6 +186,40 @@ void check_grad(const at::Tensor& p, const at::Tensor& g, bool write_grad) {
               "p.grad = g.expand_as(p).clone()");
 }
 
+bool walks_as_param(const at::Tensor& t, const at::Tensor& p) {
+  // A non-dense parameter is walked through a contiguous staging copy (flat_param).
+  return p.is_non_overlapping_and_dense() ? same_walk_order(t, p) : t.sizes() == p.sizes() && t.is_contiguous();
+}
+
+void check_8bit_state(at::TensorList params, const at::TensorList states[2], const at::TensorList absmax[2],
+                      at::ScalarType state_type, bool adam, bool amsgrad) {
+  static const char* const kCodesNames[2][2] = {{"momentum_buffers", "(none)"}, {"exp_avgs", "exp_avg_sqs"}};
+  static const char* const kAbsmaxNames[2][2] = {{"momentum_buffer_absmax", "(none)"},
+                                                 {"exp_avg_absmax", "exp_avg_sq_absmax"}};
+  const size_t n = params.size();
+  const bool quantized = n > 0 && state_type == at::kByte;
+  TORCH_CHECK(!quantized || !amsgrad, "lrfused: 8-bit state does not support amsgrad");
+  for (int j = 0; j < 2; ++j) {
+    const size_t want = quantized && !states[j].empty() ? n : 0;
+    TORCH_CHECK(absmax[j].size() == want, "lrfused: ", kAbsmaxNames[adam][j], " must have ",
+                want == 0 ? "no tensors (the state is not 8-bit)" : "one tensor per param", ", got ",
+                absmax[j].size());
+    for (size_t i = 0; i < absmax[j].size(); ++i) {
+      const at::Tensor& p = params[i];
+      const at::Tensor& a = absmax[j][i];
+      const int64_t blocks = quant8::num_blocks(p.numel());
+      TORCH_CHECK(!p.is_complex(), "lrfused: 8-bit state is for real parameters, params[", i, "] is complex");
+      // No staging copy for codes: their block scales follow their memory order.
+      TORCH_CHECK(walks_as_param(states[j][i], p), "lrfused: ", kCodesNames[adam][j], "[", i,
+                  "] (8-bit codes) must have the memory layout of params[", i, "]: its block scales follow that order");
+      TORCH_CHECK(a.defined() && a.scalar_type() == at::kFloat && a.dim() == 1 && a.is_contiguous() &&
+                      a.numel() == blocks && a.device() == p.device(),
+                  "lrfused: ", kAbsmaxNames[adam][j], "[", i, "] must be a contiguous float32 tensor of ", blocks,
+                  " values (one per ", quant8::kQuantBlock, " elements) on ", p.device());
+    }
+  }
+}
+
 void check_master(const at::Tensor& p, const at::Tensor& master, size_t i) {
   TORCH_CHECK(!p.is_complex() && (p.scalar_type() == at::kBFloat16 || p.scalar_type() == at::kHalf),
               "lrfused: params[", i, "] is ", p.scalar_type(),
@@ -240,18 +274,6 @@ StepRequest check_step_request(GroupStep group, at::TensorList params, at::Tenso
   r.param_type = n > 0 ? real_view(params[0]).scalar_type() : at::kFloat;
   r.state_type = !r.state[0].empty() ? real_view(r.state[0][0]).scalar_type() : r.param_type;
   if (n > 0) check_dtype_pair(r.param_type, r.state_type);
-  // 8-bit state: Adam's two moments (amsgrad is not supported with it), SGD's momentum buffers.
-  const bool quantized = n > 0 && r.state_type == at::kByte;
-  TORCH_CHECK(!quantized || !amsgrad, "lrfused: 8-bit state does not support amsgrad");
-  static const char* const kAbsmaxNames[2][2] = {{"momentum_buffer_absmax", "(none)"},
-                                                 {"exp_avg_absmax", "exp_avg_sq_absmax"}};
-  const at::TensorList absmax[2] = {absmax1, absmax2};
-  for (int j = 0; j < 2; ++j) {
-    const size_t want = quantized && !r.state[j].empty() ? n : 0;
-    TORCH_CHECK(absmax[j].size() == want, "lrfused: ", kAbsmaxNames[adam][j], " must have ",
-                want == 0 ? "no tensors (the state is not 8-bit)" : "one tensor per param", ", got ",
-                absmax[j].size());
-  }
   for (size_t i = 0; i < n; ++i) {
     const at::Tensor& p = params[i];
     TORCH_CHECK(p.defined(), "lrfused: params[", i, "] is undefined");
@@ -261,19 +283,6 @@ StepRequest check_step_request(GroupStep group, at::TensorList params, at::Tenso
                 " but params[0] is ", params[0].scalar_type(), " (one dtype per call)");
     check_grad(p, grads[i], r.write_grads);
     if (!master_params.empty()) check_master(p, master_params[i], i);
-    for (int j = 0; j < 2; ++j) {
-      if (absmax[j].empty()) continue;
-      TORCH_CHECK(same_walk_order(r.state[j][i], p.is_non_overlapping_and_dense() ? p : p.contiguous()),
-                  "lrfused: ", names[j], "[", i, "] (8-bit codes) must have the memory layout of params[", i,
-                  "]: its block scales follow that order");
-      const at::Tensor& a = absmax[j][i];
-      const int64_t blocks = quant8::num_blocks(p.numel());
-      TORCH_CHECK(!p.is_complex(), "lrfused: 8-bit state is for real parameters, params[", i, "] is complex");
-      TORCH_CHECK(a.defined() && a.scalar_type() == at::kFloat && a.dim() == 1 && a.is_contiguous() &&
-                      a.numel() == blocks && a.device() == device,
-                  "lrfused: ", kAbsmaxNames[adam][j], "[", i, "] must be a contiguous float32 tensor of ", blocks,
-                  " values (one per ", quant8::kQuantBlock, " elements) on ", device);
-    }
     const at::Tensor& st = steps[i];
     TORCH_CHECK(st.defined() && st.scalar_type() == at::kFloat && st.numel() == 1 && st.device() == device,
                 "lrfused: steps[", i, "] must be a 1-element float32 tensor on ", device);
@@ -286,6 +295,8 @@ StepRequest check_step_request(GroupStep group, at::TensorList params, at::Tenso
                   " tensor of shape ", p.sizes(), " on ", device, " (one state dtype per call)");
     }
   }
+  const at::TensorList absmax[2] = {absmax1, absmax2};
+  check_8bit_state(params, r.state, absmax, r.state_type, adam, amsgrad);
   r.group = std::move(group);
   return r;
 }

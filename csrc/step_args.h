@@ -110,6 +110,17 @@ StepRequest check_step_request(GroupStep group, at::TensorList params, at::Tenso
 // Raises unless `master` can be the fp32 master copy of the 16-bit parameter `param` (named params[i]).
 void check_master(const at::Tensor& param, const at::Tensor& master, size_t i);
 
+// True when t is walked in the order the kernels walk `param` (its own layout, or for a non-dense parameter
+// that of its contiguous staging copy), without making a copy.
+bool walks_as_param(const at::Tensor& t, const at::Tensor& param);
+
+// Raises unless the 8-bit state of a step fits (states[j]: the state lists 1 and 2, already checked to hold
+// state_type tensors shaped like the params): with state_type kByte each non-empty state list has one absmax
+// per param (else none), no amsgrad, real params, codes walked as their parameter, absmax a contiguous
+// float32 tensor of quant8::num_blocks values on the parameter's device. The op and the plan check with it.
+void check_8bit_state(at::TensorList params, const at::TensorList states[2], const at::TensorList absmax[2],
+                      at::ScalarType state_type, bool adam, bool amsgrad);
+
 // Working copies that let a kernel walk a parameter flat when its memory (or its gradient's or state's
 // layout) does not allow it: a strided slice, say. Written back after the kernel, on the tensors' device
 // and stream (no synchronisation); rare by construction.

@@ -25,7 +25,7 @@ import lrfused
 from lrfused import contract
 from lrfused import schedules as S
 from lrfused._ops import _C
-from lrfused.optim import eager_op_path
+from optim_helpers import step_on_path
 
 BLOCK = contract.QUANT_BLOCK
 
@@ -151,11 +151,7 @@ def test_step_is_torchs_update_on_the_dequantized_state(case, op_path, device):
         for p, r in zip(ours, ref):
             g = torch.randn(p.shape)
             p.grad, r.grad = g.to(device), g.clone()
-        if op_path:
-            with eager_op_path():
-                opt.step()
-        else:
-            opt.step()
+        step_on_path(opt, op_path)
         ref_opt.step()
         sched.step()
         for p, r in zip(ours, ref):

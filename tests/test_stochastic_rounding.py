@@ -21,7 +21,7 @@ import torch
 
 import lrfused
 from lrfused import schedules as S
-from lrfused.optim import eager_op_path
+from optim_helpers import step_on_path
 
 M64 = (1 << 64) - 1
 
@@ -78,11 +78,7 @@ def test_sgd_stores_the_documented_bits(op_path):
         expected_exact = [(p.detach().float() - 0.01 * g.float()) for p, g in zip(params, grads)]
         for p, g in zip(params, grads):
             p.grad = g
-        if op_path:
-            with eager_op_path():
-                opt.step()
-        else:
-            opt.step()
+        step_on_path(opt, op_path)
         for stream, (p, exact) in enumerate(zip(params, expected_exact)):
             rand = _random16(_key(seed, stream, step, 0), exact.numel())
             assert torch.equal(_bits(p), _bits(_stochastic_bf16(exact, rand))), (step, stream)
@@ -119,11 +115,7 @@ def test_streams_are_positions_not_call_order():
         for i, p in enumerate(ps):
             if i in with_grad:
                 p.grad = torch.full_like(p, 0.5)
-        if op_path:
-            with eager_op_path():
-                opt.step()
-        else:
-            opt.step()
+        step_on_path(opt, op_path)
         return ps[2]
 
     reference = run(False, {0, 1, 2})

@@ -127,9 +127,23 @@ const char* launch_advance(double* sched_state, const float* found_inf, cudaStre
   return launch_kernel(&advance_kernel, 1, 1, stream, sched_state, found_inf);
 }
 
-// ---- ReduceLROnPlateau ---------------------------------------------------------------------------
+// ---- ReduceLROnPlateau and GreedyLR --------------------------------------------------------------
 
 namespace {
+// Checks a report's group count and config length (fixed + per_group * num_groups doubles), copies the config
+// into the kernel's arguments (by value: no host-to-device copy) and launches the one-thread kernel.
+template <typename Args>
+const char* launch_report(void (*kernel)(Args), Args& args, const double* config, int config_len, int fixed,
+                          int per_group, int num_groups, const char* groups_error, const char* config_error,
+                          cudaStream_t stream) {
+  if (num_groups < 1 || num_groups > plateau::kMaxGroupsCuda) return groups_error;
+  if (config_len != fixed + per_group * num_groups) return config_error;
+  for (int i = 0; i < config_len; ++i) args.config[i] = config[i];
+  args.num_groups = num_groups;
+  return launch_kernel(kernel, 1, 1, stream, args);
+}
+
+
 struct PlateauArgs {
   double config[plateau::kFixed + plateau::kMaxGroupsCuda];
   double* sched_state;
@@ -147,16 +161,12 @@ __global__ void plateau_kernel(const PlateauArgs args) {
 
 const char* launch_plateau_report(double* sched_state, int num_groups, const double* metric,
                                   const double* config, int config_len, cudaStream_t stream) {
-  if (num_groups < 1 || num_groups > plateau::kMaxGroupsCuda)
-    return "lrfused: plateau_report_ supports 1 to 64 param groups";
-  if (config_len != plateau::kFixed + num_groups)
-    return "lrfused: plateau_report_ config must have plateau::kFixed + num_groups entries";
   PlateauArgs args{};
-  for (int i = 0; i < config_len; ++i) args.config[i] = config[i];
   args.sched_state = sched_state;
   args.metric = metric;
-  args.num_groups = num_groups;
-  return launch_kernel(&plateau_kernel, 1, 1, stream, args);
+  return launch_report(&plateau_kernel, args, config, config_len, plateau::kFixed, 1, num_groups,
+                       "lrfused: plateau_report_ supports 1 to 64 param groups",
+                       "lrfused: plateau_report_ config must have plateau::kFixed + num_groups entries", stream);
 }
 
 namespace {
@@ -178,17 +188,13 @@ __global__ void greedy_kernel(const GreedyArgs args) {
 
 const char* launch_greedy_report(double* sched_state, double* greedy_state, int num_groups, const double* metric,
                                  const double* config, int config_len, cudaStream_t stream) {
-  if (num_groups < 1 || num_groups > plateau::kMaxGroupsCuda)
-    return "lrfused: greedy_report_ supports 1 to 64 param groups";
-  if (config_len != greedy::kFixed + 3 * num_groups)
-    return "lrfused: greedy_report_ config must have greedy::kFixed + 3 * num_groups entries";
   GreedyArgs args{};
-  for (int i = 0; i < config_len; ++i) args.config[i] = config[i];
   args.sched_state = sched_state;
   args.greedy_state = greedy_state;
   args.metric = metric;
-  args.num_groups = num_groups;
-  return launch_kernel(&greedy_kernel, 1, 1, stream, args);
+  return launch_report(&greedy_kernel, args, config, config_len, greedy::kFixed, 3, num_groups,
+                       "lrfused: greedy_report_ supports 1 to 64 param groups",
+                       "lrfused: greedy_report_ config must have greedy::kFixed + 3 * num_groups entries", stream);
 }
 
 }  // namespace gpu

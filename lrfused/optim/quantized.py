@@ -32,8 +32,11 @@ def quantizes(p: torch.Tensor, group: dict) -> bool:
 def same_layout(t: torch.Tensor, p: torch.Tensor) -> bool:
     """Whether t is laid out as p's state is created (torch.empty_like(p, preserve_format)): the order in
     which the kernels walk p, so the order of an 8-bit state's blocks."""
-    target = torch.empty_like(p, device="meta", memory_format=torch.preserve_format)
-    return t.shape == p.shape and all(a == b for a, b, n in zip(t.stride(), target.stride(), p.shape) if n > 1)
+    if t.shape != p.shape:
+        return False
+    if _is_dense(p):  # preserve_format keeps a dense tensor's strides
+        return all(a == b for a, b, n in zip(t.stride(), p.stride(), p.shape) if n > 1)
+    return t.is_contiguous()  # and makes others contiguous
 
 
 def _is_dense(t: torch.Tensor) -> bool:

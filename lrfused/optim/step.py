@@ -27,6 +27,12 @@ def eager_op_path():
         _FORCED_OP_PATH.pop()
 
 
+def _has_8bit_state(state: dict, keys: tuple) -> bool:
+    """Whether a parameter's state (keys: its family's state keys) is stored in 8 bits (optim_bits=8)."""
+    first = state.get(keys[0]) if keys else None
+    return first is not None and first.dtype == torch.uint8
+
+
 def _use_op_path() -> bool:
     """True while torch.compile traces step() (or inside ``eager_op_path()``)."""
     return _FORCED_OP_PATH[-1] or torch.compiler.is_compiling()
@@ -47,8 +53,7 @@ class StepMixin:
             for i, p in enumerate(group["params"]):
                 state = self.state.get(p, {})
                 if "step" in state:
-                    quantized = bool(keys) and state.get(keys[0]) is not None and state[keys[0]].dtype == torch.uint8
-                    params, streams = by_key.setdefault((p.device, p.dtype, quantized), ([], []))
+                    params, streams = by_key.setdefault((p.device, p.dtype, _has_8bit_state(state, keys)), ([], []))
                     params.append(p)
                     streams.append(first + i)
             first += len(group["params"])
@@ -63,7 +68,7 @@ class StepMixin:
         masters = [self.state[p][MASTER_KEY] for p in params] if group.get("master_weights") and params and \
             _takes_master(params[0]) else []
         # 8-bit state: the block scales of the first two lists (one bucket is all 8-bit or none)
-        quantized = bool(params) and bool(keys) and self.state[params[0]][keys[0]].dtype == torch.uint8
+        quantized = bool(params) and _has_8bit_state(self.state[params[0]], keys)
         absmax = [[self.state[p][absmax_key(k)] for p in params] if quantized and k in self._QUANTIZED_KEYS else []
                   for k in keys[:2]]
         absmax += [[] for _ in range(2 - len(absmax))]
